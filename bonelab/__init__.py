@@ -1,0 +1,38 @@
+"""bonelab: deep-learning bone imaging from CT to X-ray (the companion package of the book).
+
+Arrays follow SimpleITK: numpy ``(z, y, x)``, geometry ``(x, y, z)`` in LPS millimetres.
+See :mod:`bonelab.volume` for the conventions and :mod:`bonelab.config` for quick mode.
+"""
+
+from bonelab.errors import (
+    BonelabError,
+    ChecksumError,
+    DataError,
+    GeometryMismatchError,
+    InvalidArgumentError,
+    InvalidValuesError,
+    MissingFileError,
+    NotCTError,
+    ProjectionGeometryError,
+    UnreadableFileError,
+    UnsafeArchiveError,
+)
+from bonelab.volume import Volume
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BonelabError",
+    "ChecksumError",
+    "DataError",
+    "GeometryMismatchError",
+    "InvalidArgumentError",
+    "InvalidValuesError",
+    "MissingFileError",
+    "NotCTError",
+    "ProjectionGeometryError",
+    "UnreadableFileError",
+    "UnsafeArchiveError",
+    "Volume",
+    "__version__",
+]

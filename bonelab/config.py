@@ -1,0 +1,80 @@
+"""Run-time settings: quick mode, the data folder and the torch device.
+
+Quick mode (``BONELAB_QUICK=1``) shrinks data and work so that every chapter runs in seconds
+under the tests; ``make test`` sets it, ``make book`` does not.  Chapters and library code read
+it through :func:`quick` and :func:`choose` only (never through ``CI`` or ad-hoc checks).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def quick() -> bool:
+    """True when ``BONELAB_QUICK`` is set to 1/true/yes/on.
+
+    >>> import os; os.environ["BONELAB_QUICK"] = "1"; quick()
+    True
+    """
+    return os.environ.get("BONELAB_QUICK", "").strip().lower() in _TRUE
+
+
+def choose(full: T, quick_value: T) -> T:
+    """``quick_value`` in quick mode, else ``full``: the one way chapters size their work.
+
+    >>> n_subjects = choose(full=40, quick_value=4)
+    """
+    return quick_value if quick() else full
+
+
+def data_dir() -> Path:
+    """Folder for downloaded and generated data: ``$BONELAB_DATA`` or the user cache folder."""
+    env = os.environ.get("BONELAB_DATA")
+    if env:
+        path = Path(env).expanduser()
+    else:
+        import platformdirs
+
+        path = Path(platformdirs.user_cache_dir("bonelab"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def device(device=None):
+    """The torch device to use: ``device`` if given, else ``$BONELAB_DEVICE``, else cuda when
+    available, else cpu.
+
+    >>> device("cpu")
+    device(type='cpu')
+    """
+    import torch
+
+    if device is not None:
+        return torch.device(device)
+    env = os.environ.get("BONELAB_DEVICE")
+    if env:
+        return torch.device(env)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def describe() -> str:
+    """One line with the versions and the device, for the first cell of every chapter."""
+    import numpy
+    import SimpleITK
+    import torch
+
+    import bonelab
+
+    dev = device()
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{os.cpu_count()} CPU cores"
+    return (
+        f"bonelab {bonelab.__version__} | torch {torch.__version__} | numpy {numpy.__version__} | "
+        f"SimpleITK {SimpleITK.Version_VersionString()} | device: {dev} ({name}) | "
+        f"quick mode: {'on' if quick() else 'off'}"
+    )
