@@ -1,0 +1,339 @@
+"""Evaluation metrics for every chapter: overlap, confusion-matrix scores, image quality, volumes.
+
+* Segmentation overlap: :func:`dice_per_label` (multi-label masks, one Dice per label) and
+  :func:`batch_dice` (the same on network logits, for :func:`bonelab.train.train`).
+* Semantic segmentation scores from a confusion matrix (Long et al. 2015, the FCN paper):
+  :func:`confusion_matrix`, :func:`pixel_accuracy`, :func:`mean_accuracy`, :func:`mean_iou`,
+  :func:`frequency_weighted_iou`.
+* Image quality of a predicted image against a reference: :func:`image_quality` (RMSE, PSNR,
+  SSIM, MS-SSIM through MONAI's metrics).
+* Agreement of measured volumes: :func:`volume_agreement` (R², regression line, mean |difference|).
+
+Conventions shared by all functions here:
+
+* Multi-label masks are *stacked binary channels* ``(L, ...)``: channel ``l`` says where label ``l``
+  is, and channels may overlap (carpal bones do in a radiograph).  They are never an argmax map.
+* Class maps for the confusion-matrix scores are integer arrays (any shape) holding class indices
+  ``0 .. n_classes - 1``.
+* A score that is undefined (a Dice with both masks empty, the accuracy of a class absent from the
+  target) is NaN and left out of every mean (``nanmean``), so absent structures neither reward nor
+  punish a model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from bonelab.errors import InvalidArgumentError, InvalidValuesError
+
+# --------------------------------------------------------------------------------------------
+# Dice on multi-label masks
+# --------------------------------------------------------------------------------------------
+
+
+def _as_bool_tensor(array, name: str) -> torch.Tensor:
+    tensor = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
+    if tensor.dtype != torch.bool:
+        values = torch.unique(tensor)
+        if not bool(((values == 0) | (values == 1)).all()):
+            raise InvalidValuesError(
+                f"{name} must be a binary mask (bool or 0/1), got values {values[:5].tolist()}...; "
+                "threshold probabilities first (e.g. probs > 0.5)."
+            )
+        tensor = tensor != 0
+    return tensor
+
+
+def dice_per_label(pred, target) -> np.ndarray:
+    """Dice coefficient of each label channel of a multi-label mask.
+
+    Parameters
+    ----------
+    pred, target : bool (or 0/1) arrays or tensors, shape (L, H, W) (or (L, D, H, W))
+        Stacked binary masks, one channel per label; channels may overlap (not an argmax map).
+
+    Returns
+    -------
+    ndarray, shape (L,), float64
+        ``2 |P ∩ T| / (|P| + |T|)`` per label.  Convention for empty masks: both empty -> NaN
+        (nothing to find, nothing found: undefined, and excluded by ``np.nanmean``); only one
+        empty -> 0.  (MONAI's ``compute_dice`` returns 1 or NaN for *any* empty target instead;
+        we keep its numbers and only change the empty-empty case.)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.zeros((3, 4, 4), bool); t = np.zeros((3, 4, 4), bool)
+    >>> p[0, :2] = True; t[0, :1] = True          # label 0: 8 vs 4 pixels, 4 shared
+    >>> p[1, 0, 0] = True                         # label 1: false positive only
+    >>> dice_per_label(p, t)                      # label 2: both empty
+    array([0.66666667, 0.        ,        nan])
+    """
+    from monai.metrics import compute_dice
+
+    p = _as_bool_tensor(pred, "pred")
+    t = _as_bool_tensor(target, "target")
+    if p.shape != t.shape or p.ndim < 2:
+        raise InvalidArgumentError(
+            f"pred and target must both be (L, H, W) label stacks of the same shape; got "
+            f"{tuple(p.shape)} and {tuple(t.shape)}."
+        )
+    dice = compute_dice(p[None].double(), t[None].double(), include_background=True, ignore_empty=False)[0]
+    both_empty = ~p.flatten(1).any(1) & ~t.flatten(1).any(1)
+    dice[both_empty] = float("nan")
+    return dice.double().cpu().numpy()
+
+
+def batch_dice(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Mean Dice over labels for each sample of a batch of multi-label sigmoid logits.
+
+    The default validation metric of :func:`bonelab.train.train` for segmentation.
+
+    Parameters
+    ----------
+    logits : tensor (N, L, H, W)
+        Raw network outputs; a pixel belongs to label ``l`` where ``sigmoid(logit) > threshold``.
+    target : tensor (N, L, H, W), bool or 0/1
+    threshold : float
+        Probability threshold.
+
+    Returns
+    -------
+    tensor (N,)
+        Per sample, the mean of :func:`dice_per_label` over labels present in prediction or
+        target (NaN when every label is empty in both).
+
+    Examples
+    --------
+    >>> import torch
+    >>> t = torch.zeros(1, 2, 4, 4); t[0, 0, :2] = 1
+    >>> batch_dice(torch.where(t > 0, 10.0, -10.0), t)
+    tensor([1.])
+    """
+    pred = torch.sigmoid(logits.detach().float()) > threshold
+    scores = [np.nanmean(d) if not np.isnan(d).all() else math.nan
+              for d in (dice_per_label(p, t) for p, t in zip(pred, target.detach() > 0.5))]
+    return torch.tensor(scores, dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Confusion-matrix scores (Long, Shelhamer & Darrell 2015, "Fully convolutional networks")
+# --------------------------------------------------------------------------------------------
+# MONAI's ConfusionMatrixMetric gives one-vs-rest TP/FP/TN/FN per class, not the n x n matrix the
+# FCN definitions are written on, and its MeanIoU works on one-hot stacks; the four FCN scores are
+# a few lines each from the matrix, so they are written here on it.
+
+
+def confusion_matrix(pred, target, n_classes: int) -> np.ndarray:
+    """Confusion matrix ``n[i, j]`` = number of pixels of true class ``i`` predicted as class ``j``.
+
+    Parameters
+    ----------
+    pred, target : integer arrays or tensors of the same shape (e.g. (H, W) or (N, H, W))
+        Class index maps with values in ``0 .. n_classes - 1`` (0 is usually background).
+    n_classes : int
+
+    Returns
+    -------
+    ndarray (n_classes, n_classes), int64; rows are the truth, columns the prediction.
+
+    Examples
+    --------
+    >>> confusion_matrix([0, 0, 1, 2], [0, 1, 1, 1], n_classes=3)
+    array([[1, 0, 0],
+           [1, 1, 1],
+           [0, 0, 0]])
+    """
+    p = np.asarray(pred.cpu() if isinstance(pred, torch.Tensor) else pred)
+    t = np.asarray(target.cpu() if isinstance(target, torch.Tensor) else target)
+    if p.shape != t.shape:
+        raise InvalidArgumentError(f"pred {p.shape} and target {t.shape} must have the same shape.")
+    if not (np.issubdtype(p.dtype, np.integer) and np.issubdtype(t.dtype, np.integer)):
+        raise InvalidValuesError(
+            f"pred and target must be integer class maps, got {p.dtype} and {t.dtype}; "
+            "take argmax over the class channel of the network output first."
+        )
+    for name, a in (("pred", p), ("target", t)):
+        if a.size and (a.min() < 0 or a.max() >= n_classes):
+            raise InvalidValuesError(
+                f"{name} holds class indices {a.min()}..{a.max()} outside 0..{n_classes - 1}; "
+                "pass the right n_classes."
+            )
+    flat = t.ravel().astype(np.int64) * n_classes + p.ravel()
+    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def _per_class(cm: np.ndarray):
+    cm = np.asarray(cm, dtype=np.float64)
+    diag = np.diag(cm)
+    true_per_class = cm.sum(axis=1)  # t_i in the FCN paper
+    union = true_per_class + cm.sum(axis=0) - diag
+    return diag, true_per_class, union
+
+
+def pixel_accuracy(cm: np.ndarray) -> float:
+    """Pixel accuracy ``sum_i n_ii / sum_i t_i``: the fraction of pixels labelled correctly.
+
+    >>> pixel_accuracy([[3, 1], [0, 4]])
+    0.875
+    """
+    diag, true_per_class, _ = _per_class(cm)
+    return float(diag.sum() / true_per_class.sum())
+
+
+def mean_accuracy(cm: np.ndarray) -> float:
+    """Mean accuracy ``(1/n_cl) sum_i n_ii / t_i`` over classes present in the target.
+
+    >>> mean_accuracy([[3, 1], [0, 4]])   # (3/4 + 4/4) / 2
+    0.875
+    """
+    diag, true_per_class, _ = _per_class(cm)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.nanmean(diag / true_per_class))
+
+
+def mean_iou(cm: np.ndarray) -> float:
+    """Mean IoU ``(1/n_cl) sum_i n_ii / (t_i + sum_j n_ji - n_ii)``.
+
+    A class absent from both target and prediction is left out (NaN); a class absent from the
+    target but predicted counts as IoU 0, as in the FCN reference code.
+
+    >>> round(mean_iou([[3, 1], [0, 4]]), 4)   # (3/4 + 4/5) / 2
+    0.775
+    """
+    diag, _, union = _per_class(cm)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.nanmean(diag / union))
+
+
+def frequency_weighted_iou(cm: np.ndarray) -> float:
+    """Frequency-weighted IoU ``(sum_k t_k)^-1 sum_i t_i n_ii / (t_i + sum_j n_ji - n_ii)``.
+
+    >>> frequency_weighted_iou([[3, 1], [0, 4]])   # (4 * 3/4 + 4 * 4/5) / 8
+    0.775
+    """
+    diag, true_per_class, union = _per_class(cm)
+    present = true_per_class > 0
+    iou = diag[present] / union[present]
+    return float((true_per_class[present] * iou).sum() / true_per_class.sum())
+
+
+# --------------------------------------------------------------------------------------------
+# Image quality
+# --------------------------------------------------------------------------------------------
+
+
+def _as_image_batch(array, name: str) -> torch.Tensor:
+    tensor = torch.as_tensor(array.cpu() if isinstance(array, torch.Tensor) else np.asarray(array))
+    tensor = tensor.float()
+    if tensor.ndim == 2:
+        tensor = tensor[None, None]
+    if tensor.ndim != 4:
+        raise InvalidArgumentError(
+            f"{name} must be one image (H, W) or a batch (N, C, H, W); got shape {tuple(tensor.shape)}."
+        )
+    if not torch.isfinite(tensor).all():
+        raise InvalidValuesError(f"{name} contains NaN or infinite values.")
+    return tensor
+
+
+def image_quality(pred, target, data_range: float, ms_ssim_kernel: int = 11) -> dict:
+    """RMSE, PSNR, SSIM and MS-SSIM of predicted images against reference images (MONAI metrics).
+
+    Parameters
+    ----------
+    pred, target : arrays or tensors, (H, W) or (N, C, H, W)
+        Same shape and intensity units.
+    data_range : float
+        Range of the intensities (max - min possible value, e.g. 1.0 for images in [0, 1]); sets
+        PSNR's peak and SSIM's constants ``C1 = (0.01 R)^2``, ``C2 = (0.03 R)^2``.
+    ms_ssim_kernel : int
+        Gaussian window (sigma 1.5) of MS-SSIM.  MS-SSIM uses 5 scales (Wang et al. 2003 weights),
+        so each side must be larger than ``16 * (ms_ssim_kernel - 1)``: 161 px for the standard
+        11-pixel window; pass a smaller odd window (e.g. 7 for 128 px images) for small images
+        and report it.  SSIM always uses the standard 11-pixel window.
+
+    Returns
+    -------
+    dict with float ``rmse``, ``psnr`` (dB), ``ssim``, ``ms_ssim``: each computed per image and
+    averaged over the batch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref = np.zeros((64, 64), np.float32); ref[16:48, 16:48] = 1
+    >>> q = image_quality(ref + 0.1, ref, data_range=1.0, ms_ssim_kernel=3)
+    >>> round(q["rmse"], 4), round(q["psnr"], 2)
+    (0.1, 20.0)
+    """
+    from monai.metrics import MultiScaleSSIMMetric, PSNRMetric, RMSEMetric, SSIMMetric
+
+    p = _as_image_batch(pred, "pred")
+    t = _as_image_batch(target, "target")
+    if p.shape != t.shape:
+        raise InvalidArgumentError(f"pred {tuple(p.shape)} and target {tuple(t.shape)} differ in shape.")
+    if not data_range > 0:
+        raise InvalidArgumentError(f"data_range must be positive, got {data_range}.")
+    smallest = min(p.shape[-2:])
+    if smallest // 16 <= ms_ssim_kernel - 1:
+        raise InvalidArgumentError(
+            f"images of {tuple(p.shape[-2:])} px are too small for 5-scale MS-SSIM with a "
+            f"{ms_ssim_kernel}-px window (each side must exceed {16 * (ms_ssim_kernel - 1)} px); pass "
+            f"a smaller odd ms_ssim_kernel k with 16 * (k - 1) < {smallest}, or larger images."
+        )
+    metrics = {
+        "rmse": RMSEMetric(),
+        "psnr": PSNRMetric(max_val=data_range),
+        "ssim": SSIMMetric(spatial_dims=2, data_range=data_range),
+        "ms_ssim": MultiScaleSSIMMetric(spatial_dims=2, data_range=data_range, kernel_size=ms_ssim_kernel),
+    }
+    return {name: float(metric(p, t).mean()) for name, metric in metrics.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Volumes
+# --------------------------------------------------------------------------------------------
+
+
+def volume_agreement(pred_volumes, true_volumes) -> dict:
+    """Agreement of predicted and true volumes (or any paired measurements, e.g. BMD).
+
+    Parameters
+    ----------
+    pred_volumes, true_volumes : 1D sequences of the same length (>= 3), same units (e.g. mL)
+
+    Returns
+    -------
+    dict of floats
+        ``r2``: squared Pearson correlation, i.e. the R² of the least-squares line
+        ``pred = slope * true + intercept``; ``slope``, ``intercept`` of that line (intercept in
+        the volume units); ``mean_abs_diff``: mean of ``|pred - true|`` (volume units).
+        R² alone hides a bias, so read it together with slope, intercept and the mean difference.
+
+    Examples
+    --------
+    >>> volume_agreement([2, 4, 6], [1, 2, 3])
+    {'r2': 1.0, 'slope': 2.0, 'intercept': 0.0, 'mean_abs_diff': 2.0}
+    """
+    from scipy.stats import linregress
+
+    p = np.asarray(pred_volumes, dtype=np.float64)
+    t = np.asarray(true_volumes, dtype=np.float64)
+    if p.ndim != 1 or p.shape != t.shape or p.size < 3:
+        raise InvalidArgumentError(
+            f"pred_volumes and true_volumes must be 1D and of equal length >= 3; got {p.shape} and {t.shape}."
+        )
+    if not (np.isfinite(p).all() and np.isfinite(t).all()):
+        raise InvalidValuesError("volumes contain NaN or infinite values; drop those cases first.")
+    if np.ptp(t) == 0:
+        raise InvalidValuesError("all true volumes are equal: a regression line is undefined.")
+    fit = linregress(t, p)
+    return {
+        "r2": float(fit.rvalue**2),
+        "slope": float(fit.slope),
+        "intercept": float(fit.intercept),
+        "mean_abs_diff": float(np.abs(p - t).mean()),
+    }
