@@ -27,6 +27,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
+from io import BytesIO
 from pathlib import Path
 from typing import NamedTuple
 
@@ -163,8 +164,8 @@ def _clim(window, data: np.ndarray) -> tuple[float, float]:
     """(vmin, vmax) for a preset name in :data:`bonelab.io.WINDOWS`, a (level, width) pair, or
     None (the 1st to 99th percentile of the data)."""
     if window is None:
-        flat = np.asarray(data, dtype=float).ravel()
-        flat = flat[:: max(1, flat.size // 1_000_000)]  # a strided sample is plenty for percentiles
+        flat = np.asarray(data).ravel()
+        flat = flat[:: max(1, flat.size // 1_000_000)].astype(float)  # a strided sample is plenty
         flat = flat[np.isfinite(flat)]
         lo, hi = np.percentile(flat, [1, 99]) if flat.size else (0.0, 1.0)
         return float(lo), float(hi if hi > lo else lo + 1.0)
@@ -178,7 +179,9 @@ def _clim(window, data: np.ndarray) -> tuple[float, float]:
         try:
             level, width = (float(w) for w in window)
         except (TypeError, ValueError):
-            raise InvalidArgumentError(f"window must be a preset name, (level, width) in HU or None; got {window!r}.")
+            raise InvalidArgumentError(
+                f"window must be a preset name, (level, width) in HU or None; got {window!r}."
+            ) from None
         if not width > 0:
             raise InvalidArgumentError(f"window width must be > 0 HU; got {width}.")
     return level - width / 2, level + width / 2
@@ -368,7 +371,7 @@ def show_slices(volume, labels=None, *, point=None, window="bone", title=None, a
     vol, lab = _to_lps(vol, lab)
     clim = _clim(window, vol.array)
     if axes is None:
-        sx, sy, sz = vol.size_mm
+        sx, sy, _ = vol.size_mm
         fig, axes = plt.subplots(1, 3, figsize=(13, 4.8), layout="constrained", width_ratios=[sx, sx, sy])
     elif len(axes) != 3:
         raise InvalidArgumentError(f"axes must be three matplotlib Axes (axial, coronal, sagittal); got {len(axes)}.")
@@ -406,6 +409,8 @@ def montage(volume, *, axis="axial", n=12, window="bone", labels=None) -> Figure
     if not 1 <= int(n) <= count:
         raise InvalidArgumentError(f"n must be between 1 and the {count} {axis} slices; got {n}.")
     picks = np.round(np.linspace(0, count - 1, int(n) + 2)[1:-1]).astype(int)
+    if len(np.unique(picks)) < len(picks):  # n close to the slice count: include the ends
+        picks = np.round(np.linspace(0, count - 1, int(n))).astype(int)
     cols = math.ceil(math.sqrt(len(picks)))
     rows = math.ceil(len(picks) / cols)
     fig, grid = plt.subplots(rows, cols, figsize=(2.6 * cols + 1.5, 2.6 * rows + 0.6), layout="constrained",
@@ -488,11 +493,10 @@ def _channels(mask, shape: tuple, label_names) -> tuple[list, list, list]:
     if label_names is None:
         values, names = list(range(1, n + 1)), [f"channel {c}" for c in range(n)]
     elif isinstance(label_names, dict):
-        keys = sorted(int(k) for k in label_names)
-        keys = [k for k in keys if k] if len(keys) == n + 1 else keys
+        keys = [k for k in label_names if int(k) or len(label_names) != n + 1]  # drop a background 0
         if len(keys) != n:
             raise InvalidArgumentError(f"label_names has {len(label_names)} entries for {n} mask channels.")
-        values, names = keys, [label_names[k] for k in keys]
+        values, names = [int(k) for k in keys], [label_names[k] for k in keys]
     else:
         names = [str(s) for s in label_names]
         if len(names) != n:
@@ -509,7 +513,7 @@ def overlay(image2d, mask, *, label_names=None, ax=None, alpha=0.4, extent=None,
     ``mask`` is an integer label map (H, W) with ``label_names`` ``{value: name}``, or channels
     (C, H, W) (overlapping structures, e.g. bones in a projection; a channel is "in" where > 0.5)
     with ``label_names`` a list of C names (colours of values 1..C) or a ``{value: name}`` dict
-    with C entries, or C + 1 with background 0 (channels in increasing value order).  ``extent``
+    whose entries, in order, name the channels (C entries, or C + 1 with a background 0).  ``extent``
     (left, right, bottom, top) in mm, as imshow's, with row 0 at the top; ``window`` as in
     :func:`show_slices` (None: 1st-99th percentile).
 
@@ -546,10 +550,9 @@ def overlay(image2d, mask, *, label_names=None, ax=None, alpha=0.4, extent=None,
             handles.append(Patch(facecolor=colours[value], edgecolor=colours[value], label=name))
     ax.set_xlim(left, right)
     ax.set_ylim(bottom, top)
-    if handles:
-        outside = len(handles) > 10
-        ax.legend(handles=handles, fontsize="small", framealpha=0.7, loc="upper left" if outside else "best",
-                  bbox_to_anchor=(1.02, 1.0) if outside else None, ncols=math.ceil(len(handles) / 20))
+    if handles:  # beside the image: masks cover much of a radiograph
+        ax.legend(handles=handles, fontsize="small", frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  ncols=math.ceil(len(handles) / 25))
     unit = "pixel" if pixel else "mm"
     ax.set_xlabel(f"u ({unit})")
     ax.set_ylabel(f"v ({unit})")
@@ -576,23 +579,22 @@ def _group_ids(groups: dict, names: dict) -> dict:
     return out
 
 
-def _mark_peaks(ax, edges: np.ndarray, counts: np.ndarray, colour, n_max: int = 3) -> list:
-    """Mark up to ``n_max`` prominent peaks (on a smoothed log-count curve) and return their HU."""
+def _mark_peaks(ax, edges: np.ndarray, counts: np.ndarray, colour, n_max: int = 3) -> None:
+    """Mark up to ``n_max`` prominent peaks (on a smoothed log-count curve, at least 0.1% of the
+    highest bin) with their HU."""
     from scipy.ndimage import gaussian_filter1d
     from scipy.signal import find_peaks
 
     smooth = gaussian_filter1d(np.log1p(counts.astype(float)), 1.5)
     peaks, props = find_peaks(np.concatenate([[0.0], smooth, [0.0]]), prominence=0.5)  # a factor of 1.6
-    peaks = peaks - 1
-    top = peaks[np.argsort(props["prominences"])[::-1][:n_max]]
+    peaks, prominence = peaks - 1, props["prominences"]
+    keep = counts[peaks] >= 1e-3 * counts.max()  # not the noise among a few stray voxels
+    top = peaks[keep][np.argsort(prominence[keep])[::-1][:n_max]]
     centres = (edges[:-1] + edges[1:]) / 2
-    hus = []
     for p in sorted(top):
         ax.plot(centres[p], counts[p], "v", color=colour, ms=6)
         ax.annotate(f"{centres[p]:.0f}", (centres[p], counts[p]), xytext=(0, 6), textcoords="offset points",
                     ha="center", fontsize=8, color=colour)
-        hus.append(float(centres[p]))
-    return hus
 
 
 def hu_histogram(volume, *, labels=None, label_groups=None, bins=310, range=(-1100, 2000), ax=None, log=True):
@@ -784,7 +786,7 @@ def render_bone_3d(volume, *, threshold=200.0, labels=None, label_ids=None, step
         triangles = np.concatenate([s.verts[s.faces] for s in surfaces])
         rgb = np.concatenate([np.tile(colours[s.label][:3] if s.label else _BONE_RGB, (len(s.faces), 1))
                               for s in surfaces])
-        # LightSource's azimuth is clockwise from +y: the light is above the camera, to its right.
+        # LightSource's azimuth is clockwise from +y: this lights from above and left of the camera.
         light = LightSource(azdeg=90.0 - azim + 50.0, altdeg=elev + 40.0)
         # edges in the face colour (shaded alike) hide the anti-aliasing seams between triangles
         ax.add_collection3d(Poly3DCollection(triangles, facecolors=rgb, edgecolors=rgb, linewidths=0.3,
@@ -845,17 +847,12 @@ def view3d(volume, *, labels=None, interactive=True, **kw):
 
 
 # --- interactive viewer ----------------------------------------------------------------------------
-def _widgets():
-    import ipywidgets
-
-    return ipywidgets
-
-
 class SliceViewer:
     """Holder of the widgets and the matplotlib figure behind :func:`slice_viewer` (built by it)."""
 
     def __init__(self, volume, labels=None, *, window="bone"):
-        w = _widgets()
+        import ipywidgets as w
+
         vol = _as_volume(volume)
         self.volume, self.labels = _to_lps(vol, _as_labels(labels, vol))
         presets = list(bio.WINDOWS)
@@ -939,9 +936,7 @@ class SliceViewer:
         fig.colorbar(image, ax=ax, shrink=0.8, label="HU")
         if present:
             _add_legend(fig, ax, _legend_handles(present, self.labels.label_names))
-        import io
-
-        buffer = io.BytesIO()
+        buffer = BytesIO()
         fig.savefig(buffer, format="png", dpi=80)
         self.picture.value = buffer.getvalue()
 
