@@ -37,10 +37,10 @@ book: venv
 	@echo "open _build/html/index.html"
 
 test: venv
-	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q tests $(NBVAL) $(CHAPTERS)
+	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q tests bonelab $(NBVAL) $(CHAPTERS)
 
 test-unit: venv
-	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q tests
+	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q tests bonelab
 
 test-book: venv
 	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q $(NBVAL) $(CHAPTERS)
@@ -48,7 +48,7 @@ test-book: venv
 # GPU: the gpu-marked tests, then the chapters on CUDA (bonelab picks cuda when present).
 test-gpu: venv
 	$(VENV_PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'test-gpu: no CUDA device here')"
-	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q -m gpu tests
+	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q -m gpu tests bonelab
 	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q $(NBVAL) $(CHAPTERS)
 
 bench: venv
