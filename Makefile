@@ -53,7 +53,9 @@ test-gpu: venv
 
 bench: venv
 	$(VENV_PY) -m pip install -q -e ".[bench]"
-	for b in benchmarks/*.py; do $(VENV_PY) $$b || exit 1; done
+	$(VENV_PY) -m pip install -q --no-deps "diffdrr==0.6.1"
+	$(VENV_PY) benchmarks/phantoms_speed.py
+	$(VENV_PY) benchmarks/drr_vs_diffdrr.py
 
 clean:
 	rm -rf _build .pytest_cache

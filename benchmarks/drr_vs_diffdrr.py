@@ -1,0 +1,238 @@
+"""DRR speed and accuracy: bonelab vs nanodrr vs DiffDRR on the real chest CT, in one run.
+
+    python benchmarks/drr_vs_diffdrr.py [--sizes 200 512 2000] [--repeat 3]
+
+Every renderer integrates the same attenuation volume (bonelab.drr.physics.hu_to_mu at 60 keV
+of bonelab.data.example_ct()) along the same rays: a PA view from bonelab.drr.pa (SDD 1020 mm,
+the detector covering the CT).  nanodrr and DiffDRR are given those rays directly (source and
+pixel positions; nanodrr with an identity camera pose, DiffDRR's renderer in voxel coordinates),
+so no pose convention can differ; their own HU conversions are bypassed.  Errors are the mean
+relative difference from bonelab.drr.siddon (exact ray-voxel intersections) over body pixels.
+
+Prints ms per DRR, rays per second, peak memory (resident-set growth during the call, sampled
+every 2 ms), error, and bonelab's speed-up; then how bonelab's time grows with detector pixels and
+with volume size; then how close the CPU kernel is to the memory bandwidth (numpy copy).
+Needs the bench extra: see the Makefile's ``bench`` target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+
+import numpy as np
+import torch
+
+from bonelab import Volume
+from bonelab.data import example_ct
+from bonelab.drr import Renderer, pa, siddon
+from bonelab.drr.physics import hu_to_mu
+
+ENERGY_KEV = 60.0
+MEM_LIMIT_MB = 8000  # skip a competitor whose estimated working set exceeds this
+TIME_LIMIT_S = 90  # ... or whose estimated time per DRR exceeds this
+
+
+class PeakRSS:
+    """Peak growth of this process's resident memory (MB) while the block runs."""
+
+    def __enter__(self):
+        self.base = self.peak = self._rss()
+        self._stop = False
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _rss(self):
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _watch(self):
+        while not self._stop:
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+        self.mb = self.peak - self.base
+
+
+def rays(g, ct: Volume):
+    """Source (3,) and pixel centres (H*W, 3), world LPS mm, row-major; and the same in voxel
+    index coordinates."""
+    rows, cols = np.mgrid[: g.height, : g.width]
+    pix = g.pixel00() + cols[..., None] * g.pixel[0] * g.u + rows[..., None] * g.pixel[1] * g.v
+    pix = pix.reshape(-1, 3)
+    return g.source, pix, ct.world_to_index(g.source), ct.world_to_index(pix)
+
+
+def make_renderers(ct: Volume, mu: Volume):
+    """name -> (prepare(), render(g) -> (H, W) numpy, memory estimate(n_rays) in MB)."""
+    out = {}
+    bonelab = Renderer(ct, energy_keV=ENERGY_KEV, device="cpu")
+    out["bonelab kernel (numba, default step)"] = (
+        lambda g: bonelab(g).numpy(), lambda n: n * 4e-6)
+    out["bonelab kernel, 1 mm step"] = (lambda g: bonelab(g, step_mm=1.0).numpy(), lambda n: n * 4e-6)
+    out["bonelab torch path (grid_sample)"] = (
+        lambda g: bonelab(g, method="torch", memory_budget_mb=1024).numpy(), lambda n: 1024 + n * 4e-6)
+    mu_t = torch.from_numpy(mu.array)
+    try:
+        from nanodrr.data import Subject
+        from nanodrr.drr.renderer import render as nano_render
+
+        affine = torch.as_tensor(ct.affine, dtype=torch.float64)
+        subject = Subject(mu_t[None, None], torch.zeros(1, 1, 1, 1, 1), affine.float(), affine.inverse().float(),
+                          Subject._make_voxel_to_grid(mu_t[None, None].shape), torch.tensor(ct.center).float(),
+                          max_label=0, convert_to_mu=False)
+
+        def nano(g):
+            s, p, _, _ = rays(g, ct)
+            src = torch.tensor(s, dtype=torch.float32)[None, None]
+            tgt = torch.tensor(p, dtype=torch.float32)[None]
+            eye = torch.eye(4)[None]
+            img = nano_render(subject, eye[:, :3, :3], eye, torch.tensor([g.sdd]), g.height, g.width,
+                              n_samples=500, src=src, tgt=tgt, backend="torch")
+            return img[0, 0].numpy()
+
+        out["nanodrr 0.1.7 (torch, 500 samples)"] = (nano, lambda n: n * 500 * 4 * 4 * 3 / 2**20)
+    except ImportError as exc:
+        print(f"nanodrr not installed ({exc}); skipped")
+    try:
+        from diffdrr.renderers import Siddon, Trilinear
+
+        vol_xyz = mu_t.permute(2, 1, 0)  # DiffDRR indexes its volume [x, y, z]
+
+        def diffdrr(renderer):
+            def run(g):
+                s, p, si, pi = rays(g, ct)
+                img = torch.tensor(np.linalg.norm(p - s, axis=-1), dtype=torch.float32)[None, None]
+                src = torch.tensor(si, dtype=torch.float32)[None, None]
+                tgt = torch.tensor(pi, dtype=torch.float32)[None]
+                with torch.no_grad():
+                    return renderer(vol_xyz, src, tgt, img)[0, 0].reshape(g.height, g.width).numpy()
+            return run
+
+        out["DiffDRR 0.6.1 Siddon (default)"] = (diffdrr(Siddon()), lambda n: n * sum(ct.size) * 4 * 8 / 2**20)
+        out["DiffDRR 0.6.1 trilinear (500 samples)"] = (diffdrr(Trilinear()), lambda n: n * 500 * 4 * 4 * 3 / 2**20)
+    except ImportError as exc:
+        print(f"diffdrr not importable ({exc}); skipped")
+    return out
+
+
+def timed(fn, g, repeat):
+    """(image, best wall seconds, best CPU seconds of this process, peak memory MB).  CPU time
+    (all threads) is reported too because it is robust to other jobs sharing the machine."""
+    fn(g)  # warm-up: compilation, caches, layouts
+    wall = cpu = np.inf
+    with PeakRSS() as mem:
+        for _ in range(repeat):
+            t, c = time.perf_counter(), time.process_time()
+            img = fn(g)
+            wall, cpu = min(wall, time.perf_counter() - t), min(cpu, time.process_time() - c)
+    return img, wall, cpu, mem.mb
+
+
+def comparison(ct, mu, sizes, repeat):
+    renderers = make_renderers(ct, mu)
+    siddon(mu, pa(ct, size=4))  # compile the reference before timing it
+    rows = []
+    for size in sizes:
+        g = pa(ct, size=size)
+        t = time.perf_counter()
+        ref = siddon(mu, g)
+        t_ref = time.perf_counter() - t
+        body = ref > 0.5
+        n = g.width * g.height
+        first = None
+        print(f"\n{size}x{size} detector, pixel {g.pixel[0]:.3f} mm; exact Siddon reference (bonelab.drr.siddon, "
+              f"numba): {1000 * t_ref:.0f} ms", flush=True)
+        for name, (fn, mem_mb) in renderers.items():
+            done = [r for r in rows if r[0] == name and r[2] is not None]
+            est_t = done[-1][2] * n / done[-1][1] ** 2 if done else 0.0  # time grows with pixels
+            if mem_mb(n) > MEM_LIMIT_MB or est_t > TIME_LIMIT_S:
+                why = f"needs ~{mem_mb(n) / 1024:.0f} GB" if mem_mb(n) > MEM_LIMIT_MB else f"would take ~{est_t:.0f} s"
+                print(f"  {name:42s} skipped: {why}")
+                rows.append((name, size, None, None, None, None, why))
+                continue
+            img, sec, cpu, peak = timed(fn, g, repeat if size <= 512 else 1)
+            err = float(np.mean(np.abs(img[body] - ref[body]) / ref[body]))
+            first = first or (sec, cpu)
+            rows.append((name, size, sec, cpu, peak, err, None))
+            print(f"  {name:42s} {1000 * sec:9.1f} ms (CPU {1000 * cpu:8.1f} ms)  {n / sec / 1e6:6.2f} Mrays/s  "
+                  f"peak +{peak:6.0f} MB  err {100 * err:5.2f}%  bonelab x{sec / first[0]:5.1f} "
+                  f"(CPU x{cpu / first[1]:5.1f})", flush=True)
+    return rows
+
+
+def scaling(ct, repeat):
+    print("\nbonelab kernel: time vs detector pixels (PA, same field of view)")
+    r = Renderer(ct, energy_keV=ENERGY_KEV, device="cpu")
+    base = None
+    for size in (100, 200, 400, 800):
+        _, sec, _, _ = timed(lambda g: r(g), pa(ct, size=size), repeat)
+        base = base or sec / size**2
+        print(f"  {size:5d}^2 px {1000 * sec:8.1f} ms   {size**2 / sec / 1e6:6.2f} Mrays/s   time/pixel x{sec / size**2 / base:5.2f}")
+    print("bonelab kernel: time vs volume size (200x200 PA; CT decimated or slices repeated)")
+    for label, arr, spacing in (
+        ("1/8 voxels (stride 2)", ct.array[::2, ::2, ::2], np.array(ct.spacing) * 2),
+        ("original", ct.array, np.array(ct.spacing)),
+        ("2x slices (z repeated)", np.repeat(ct.array, 2, axis=0), np.array(ct.spacing) * [1, 1, 0.5]),
+    ):
+        v = Volume(np.ascontiguousarray(arr), spacing=spacing, origin=ct.origin, direction=ct.direction)
+        rv = Renderer(v, energy_keV=ENERGY_KEV, device="cpu")
+        _, sec, _, _ = timed(lambda g: rv(g), pa(v, size=200), repeat)
+        print(f"  {label:24s} {v.array.size / 1e6:6.1f} M voxels  {1000 * sec:8.1f} ms")
+
+
+def bandwidth(ct, repeat):
+    a = np.ones(64 * 2**20, np.float32)
+    b = np.empty_like(a)
+    best = min(_copy_time(a, b) for _ in range(repeat))
+    bw = 2 * a.nbytes / best / 1e9
+    r = Renderer(ct, energy_keV=ENERGY_KEV, device="cpu")
+    g = pa(ct, size=512)
+    _, sec, _, _ = timed(lambda g: r(g), g, repeat)
+    vol_bytes = ct.array.size * 4
+    print(f"\nmemory bandwidth (numpy copy of 256 MB): {bw:.1f} GB/s")
+    print(f"  reading the {vol_bytes / 1e6:.0f} MB attenuation volume once at that rate: {1000 * vol_bytes / 1e9 / bw:.0f} ms; "
+          f"the 512x512 kernel render: {1000 * sec:.0f} ms = {sec / (vol_bytes / 1e9 / bw):.1f}x that bound")
+
+
+def _copy_time(a, b):
+    t = time.perf_counter()
+    np.copyto(b, a)
+    return time.perf_counter() - t
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[200, 512, 2000])
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    ct, _ = example_ct()
+    mu = ct.with_array(hu_to_mu(ct.array, energy_keV=ENERGY_KEV))
+    print(f"chest CT {ct.shape} (z, y, x), spacing {ct.spacing} mm; mu at {ENERGY_KEV:.0f} keV")
+    rows = comparison(ct, mu, args.sizes, args.repeat)
+    print("\n| renderer | detector | ms / DRR (wall) | CPU ms | Mrays/s | peak MB | error vs Siddon | "
+          "bonelab speed-up (wall, CPU) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size in args.sizes:
+        mine = next(r for r in rows if r[1] == size and r[2] is not None)
+        for name, s, sec, cpu, peak, err, why in (r for r in rows if r[1] == size):
+            if sec is None:
+                print(f"| {name} | {s}x{s} | skipped: {why} | | | | | |")
+            else:
+                print(f"| {name} | {s}x{s} | {1000 * sec:.1f} | {1000 * cpu:.1f} | {s * s / sec / 1e6:.2f} | "
+                      f"{peak:.0f} | {100 * err:.2f}% | {sec / mine[2]:.1f}x, {cpu / mine[3]:.1f}x |")
+    scaling(ct, args.repeat)
+    bandwidth(ct, args.repeat)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""The ``bonelab`` command.
+
+    bonelab info CT
+    bonelab drr CT [--labels LABELS] [--view pa|ap|lateral-left|lateral-right|oblique|carm]
+                   [--angle DEG [DEG ...]] [--tilt DEG] [--sid MM] [--sdd MM] [--size N | --size W H]
+                   [--pixel MM] [--kvp KV | --energy KEV] [--output line-integral|intensity|radiograph]
+                   [--device cpu|cuda] --out FILE
+
+Subcommands live in :data:`COMMANDS` as ``name -> (help, add_arguments, run)``; a later chapter
+adds one (``simulate``, ``train``) by adding an entry.  Errors that bonelab anticipates (a
+missing file, a bad geometry, ...) end the command with a one-line message and exit status 1,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bonelab.errors import BonelabError, InvalidArgumentError
+
+IMAGE_SUFFIXES = (".png", ".npy", ".nii.gz", ".nii", ".tif", ".tiff")
+
+
+# --- bonelab info ------------------------------------------------------------------------------
+def _add_info(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ct", help="CT file (NIfTI, NRRD, MetaImage) or DICOM folder")
+
+
+def _orientation(direction) -> str:
+    import SimpleITK as sitk
+
+    return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(tuple(np.ravel(direction)))
+
+
+def _run_info(args) -> int:
+    from bonelab import io
+
+    ct = io.read_ct(args.ct, verbose=False)
+    s = io.hu_summary(ct)
+    print(f"file        {args.ct}")
+    print(f"size        {ct.size[0]} x {ct.size[1]} x {ct.size[2]} voxels (x, y, z); array (z, y, x) = {ct.shape}")
+    print(f"spacing     {', '.join(f'{v:.4g}' for v in ct.spacing)} mm (x, y, z)")
+    print(f"extent      {', '.join(f'{v:.1f}' for v in ct.size_mm)} mm (x, y, z)")
+    print(f"origin      {', '.join(f'{v:.2f}' for v in ct.origin)} mm (LPS)")
+    print(f"orientation {_orientation(ct.direction)} (index axes i, j, k point to these patient directions)")
+    print(f"HU          min {s['min']:.0f}, p1 {s['p1']:.0f}, median {s['p50']:.0f}, p99 {s['p99']:.0f}, "
+          f"max {s['max']:.0f}, mean {s['mean']:.1f} +- {s['std']:.1f}")
+    fractions = ", ".join(f"{k[len('fraction_'):]} {100 * v:.1f}%" for k, v in s.items() if k.startswith("fraction_"))
+    print(f"HU classes  {fractions}")
+    return 0
+
+
+# --- bonelab drr -------------------------------------------------------------------------------
+def _add_drr(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ct", help="CT file (NIfTI, NRRD, MetaImage) or DICOM folder, in HU")
+    p.add_argument("--labels", help="label map on the CT's grid: also write per-label masks")
+    p.add_argument("--resample-labels", action="store_true",
+                   help="resample --labels onto the CT grid (nearest neighbour) instead of refusing another grid")
+    p.add_argument("--view", default="pa", choices=["pa", "ap", "lateral-left", "lateral-right", "oblique", "carm"],
+                   help="clinical view (default pa; see bonelab.drr.geometry for the conventions)")
+    p.add_argument("--angle", type=float, nargs="+", default=[0.0], metavar="DEG",
+                   help="rotation about the patient's long axis (pa/oblique/carm); several values render a batch")
+    p.add_argument("--tilt", type=float, default=0.0, metavar="DEG", help="cranial (+) / caudal (-) tilt")
+    p.add_argument("--sid", type=float, default=820.0, metavar="MM", help="source-to-isocentre distance (820)")
+    p.add_argument("--sdd", type=float, default=1020.0, metavar="MM", help="source-to-detector distance (1020)")
+    p.add_argument("--size", type=int, nargs="+", default=[256], metavar="N",
+                   help="detector size in pixels: N (square) or W H (default 256)")
+    p.add_argument("--pixel", type=float, metavar="MM", help="pixel pitch (default: the detector covers the CT)")
+    p.add_argument("--kvp", type=float, metavar="KV", help="polychromatic render at this tube voltage")
+    p.add_argument("--energy", type=float, default=60.0, metavar="KEV", help="monochromatic energy (default 60)")
+    p.add_argument("--output", default="radiograph", choices=["line-integral", "intensity", "radiograph"],
+                   help="what to write (default radiograph)")
+    p.add_argument("--step", type=float, metavar="MM", help="ray-march step (default: finest voxel spacing)")
+    p.add_argument("--min-mm", type=float, default=1.0, metavar="MM",
+                   help="label mask threshold: path length through the structure (default 1 mm)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="torch device (default: cuda if available)")
+    p.add_argument("--out", required=True, metavar="FILE", help=f"output image: {', '.join(IMAGE_SUFFIXES)}")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for s in IMAGE_SUFFIXES:
+        if name.endswith(s):
+            return s
+    raise InvalidArgumentError(f"--out {path}: unknown image type; use one of {', '.join(IMAGE_SUFFIXES)}.")
+
+
+def _geometries(args, ct):
+    from bonelab.drr import geometry
+
+    size = args.size[0] if len(args.size) == 1 else tuple(args.size)
+    if len(args.size) > 2:
+        raise InvalidArgumentError(f"--size takes N or W H; got {args.size}.")
+    common = dict(sid=args.sid, sdd=args.sdd, size=size, pixel=args.pixel)
+    if args.view in ("ap", "lateral-left", "lateral-right"):
+        if any(args.angle) or args.tilt:
+            raise InvalidArgumentError(f"--angle/--tilt apply to pa, oblique and carm views, not {args.view}.")
+        return [geometry.view(args.view, ct, **common)]
+    angles = [45.0] if args.view == "oblique" and args.angle == [0.0] else args.angle
+    return [geometry.carm(ct, a, args.tilt, **common) for a in angles]
+
+
+def _run_drr(args) -> int:
+    from bonelab import io
+    from bonelab.drr import Renderer, label_masks, project_labels
+
+    out = Path(args.out)
+    suffix = _suffix(out)
+    ct = io.read_ct(args.ct, verbose=False)
+    labels = io.read_labels(args.labels, like=ct, resample=args.resample_labels) if args.labels else None
+    geoms = _geometries(args, ct)
+    for i, g in enumerate(geoms):
+        head = f"geometry {i + 1}/{len(geoms)}" if len(geoms) > 1 else "geometry"
+        print(f"{head} ({args.view}, angle {_angle_of(args, i)} deg, tilt {args.tilt} deg):")
+        print("  " + g.describe().replace("\n", "\n  "))
+    renderer = Renderer(ct, energy_keV=args.energy, kvp=args.kvp, device=args.device)
+    images = renderer(geoms, output=args.output.replace("-", "_"), step_mm=args.step, progress=True)
+    images = images.cpu().numpy()
+    written = _write(images if len(geoms) > 1 else images[0], out, suffix, geoms[0], scale=args.output != "radiograph")
+    if labels is not None:
+        paths, values = project_labels(labels, geoms)
+        masks = label_masks(paths, min_mm=args.min_mm).numpy().astype(np.uint8)  # (B, L, H, W)
+        names = {int(v): labels.label_names.get(v, f"label {v}") for v in values} if labels.label_names else {}
+        stem = _stem(out, suffix) + "_labels"
+        written += _write(masks if len(geoms) > 1 else masks[0], out.with_name(stem + suffix), suffix, geoms[0],
+                          scale=False)
+        side = out.with_name(stem + ".json")
+        _atomic(side, lambda tmp: tmp.write_text(json.dumps(
+            {"channels": [{"channel": c, "value": v, "name": names.get(v, str(v))} for c, v in enumerate(values)],
+             "min_mm": args.min_mm}, indent=1)))
+        written.append(side)
+        print(f"{len(values)} label channels (path >= {args.min_mm} mm)")
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _angle_of(args, i) -> float:
+    """The C-arm angle of geometry i as the command line asked for it (for printing)."""
+    if args.view == "oblique" and args.angle == [0.0]:
+        return 45.0
+    return args.angle[i] if args.view in ("pa", "oblique", "carm") else 0.0
+
+
+# --- writing images ----------------------------------------------------------------------------
+def _stem(path: Path, suffix: str) -> str:
+    return path.name[: -len(suffix)]
+
+
+def _atomic(path: Path, write) -> None:
+    """Write through a temporary name in the same folder, then rename (no half-written files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{''.join(path.suffixes)}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write(arr: np.ndarray, path: Path, suffix: str, geom, *, scale: bool) -> list:
+    """Write (H, W) or (N, H, W) [or (B, L, H, W) masks] to ``path``; PNG gets one file per 2D
+    image (``_000`` suffixes), the other formats hold the whole stack."""
+    if suffix == ".npy":
+        _atomic(path, lambda tmp: np.save(tmp, arr))
+        return [path]
+    if suffix in (".nii.gz", ".nii"):
+        import SimpleITK as sitk
+
+        img = sitk.GetImageFromArray(arr.reshape(-1, *arr.shape[-2:]) if arr.ndim > 2 else arr)
+        img.SetSpacing(tuple(geom.pixel) + ((1.0,) if arr.ndim > 2 else ()))
+        _atomic(path, lambda tmp: sitk.WriteImage(img, str(tmp)))
+        return [path]
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        _atomic(path, lambda tmp: tifffile.imwrite(tmp, arr.astype(np.float32) if scale else arr))
+        return [path]
+    from PIL import Image  # .png: 16-bit greyscale, each image scaled to its own min..max
+
+    flat = arr.reshape(-1, *arr.shape[-2:])
+    paths = [path] if len(flat) == 1 else [path.with_name(f"{_stem(path, suffix)}_{i:03d}{suffix}")
+                                           for i in range(len(flat))]
+    for p, a in zip(paths, flat):
+        a = a.astype(np.float64)
+        if scale or a.max() > 1:
+            a = (a - a.min()) / max(a.max() - a.min(), 1e-12)
+        img = Image.fromarray(np.round(a * 65535).astype(np.uint16))
+        _atomic(p, lambda tmp, img=img: img.save(tmp, format="PNG"))
+    return paths
+
+
+# --- the command -------------------------------------------------------------------------------
+COMMANDS = {
+    "info": ("print a CT's size, spacing, orientation and HU summary", _add_info, _run_info),
+    "drr": ("render a digitally reconstructed radiograph (and label masks) from a CT", _add_drr, _run_drr),
+}
+"""Subcommand name -> (one-line help, add_arguments(parser), run(args) -> exit status)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bonelab", description="Deep-learning bone imaging from CT to X-ray.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_, add, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        add(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``bonelab`` console script; returns the exit status.
+
+    >>> main(["info", "/no/such/ct.nii.gz"])
+    1
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (BonelabError, OSError) as exc:  # anticipated failures: one line, no traceback
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"bonelab {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

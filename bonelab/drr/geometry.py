@@ -1,0 +1,398 @@
+"""Cone-beam X-ray geometry: where the source is, where the detector is, and which way is up.
+
+Everything is in the CT's physical space: LPS millimetres (x to the patient's Left, y to
+Posterior, z to Superior), the same space as :class:`bonelab.Volume`.
+
+A :class:`Geometry` is a point source and a flat detector of ``size = (width, height)`` pixels:
+
+* ``source``: the focal spot (x, y, z) mm.
+* ``detector_center``: the centre of the detector (x, y, z) mm.  For an even width the centre
+  lies between two pixel columns.
+* ``u``: unit vector along a detector row, the direction of increasing **column** index
+  (image right).  ``v``: unit vector along a column, the direction of increasing **row** index
+  (image down).
+* ``pixel = (su, sv)``: pixel pitch in mm along ``u`` and ``v``.
+
+Image convention (all views): the rendered image is an array ``image[row, col]``, shape
+``(height, width)``; pixel ``(0, 0)`` is the top-left corner as ``matplotlib.imshow`` shows it;
+its centre is at ``detector_center - (width-1)/2*su*u - (height-1)/2*sv*v``.  Rows go down.
+
+Clinical views (:func:`pa`, :func:`ap`, :func:`lateral`, :func:`oblique`, :func:`carm`) follow
+how radiologists hang films, so a DRR looks like the radiograph a reader expects:
+
+* **PA** (posteroanterior): the beam enters the patient's back and leaves through the front:
+  source behind the patient (posterior, +y), detector in front (anterior, -y); the beam travels
+  -y.  This is the standard chest film (chest against the detector), and the geometry of a
+  C-arm with its tube under the table.  Displayed as if facing the patient: the patient's left
+  on the image right (``u = +x``), head at the top (``v = -z``, rows go toward the feet).
+* **AP** (anteroposterior): source in front, detector behind; the beam travels +y.  Displayed
+  the same way as PA (patient's left on the image right, head up), as AP films are hung.  AP
+  magnifies anterior structures (heart, sternum) more than PA does.
+* **Lateral**: ``lateral("left")`` is the standard left lateral: the patient's left side against
+  the detector (detector at +x, source at the patient's right, beam travels +x), displayed as
+  seen from the patient's left: anterior on the image left, posterior (the spine) on the image
+  right (``u = +y``), head up.  ``lateral("right")`` mirrors it (detector at -x, anterior on
+  the image right).
+* **C-arm angles** (:func:`carm`, :func:`oblique`): start from PA and rotate the source-detector
+  pair rigidly about the isocentre, in the angiographic convention.  ``angle`` turns it about
+  the patient's long axis: positive is LAO (the detector moves toward the patient's left, the
+  source toward the right), negative is RAO; ``angle=90`` is exactly ``lateral("left")``.
+  ``tilt`` is the cranial/caudal angulation: positive (cranial) moves the detector toward the
+  head and the source toward the feet.  ``oblique(45)`` is LAO 45.
+
+Distances: ``sid`` is the source-to-isocentre distance and ``sdd`` the source-to-detector
+distance (mm); the defaults (820 and 1020 mm) are those of a table radiograph with the patient's
+mid-plane 200 mm in front of the detector; magnification at the isocentre is ``sdd / sid``.
+
+:meth:`Geometry.projection_matrix` gives the 3x4 matrix ``P`` with ``P @ [x, y, z, 1] ~ [c, r, 1]``
+(column, row, in pixels, pixel centres at integers), exactly the model the renderer uses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from bonelab.errors import InvalidArgumentError, ProjectionGeometryError
+
+DEFAULT_SID_MM = 820.0
+DEFAULT_SDD_MM = 1020.0
+DEFAULT_SIZE = (256, 256)
+
+
+def _is_tensor(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _np(x) -> np.ndarray:
+    """A float64 numpy copy of an array or (possibly grad-carrying) torch tensor."""
+    if _is_tensor(x):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=float)
+
+
+@dataclass(eq=False)
+class Geometry:
+    """One point source and one flat detector in LPS mm (see the module docstring).
+
+    Parameters
+    ----------
+    source, detector_center : (3,) mm, LPS (numpy, or torch tensors for gradients to the pose)
+    u, v : (3,) unit vectors of increasing column and row index
+    pixel : (su, sv) mm
+    size : (width, height) pixels
+
+    Examples
+    --------
+    >>> g = Geometry(source=[0, -820, 0], detector_center=[0, 200, 0], u=[1, 0, 0], v=[0, 0, -1],
+    ...              pixel=(1.0, 1.0), size=(5, 3))
+    >>> g.project([[0, 0, 0]]).round(3)   # the isocentre lands on the detector centre
+    array([[2., 1.]])
+    """
+
+    source: object
+    detector_center: object
+    u: object
+    v: object
+    pixel: tuple = (1.0, 1.0)
+    size: tuple = DEFAULT_SIZE
+
+    def __post_init__(self):
+        if not _is_tensor(self.source):
+            self.source = np.asarray(self.source, dtype=float)
+            self.detector_center = np.asarray(self.detector_center, dtype=float)
+            self.u = np.asarray(self.u, dtype=float)
+            self.v = np.asarray(self.v, dtype=float)
+        if np.ndim(self.pixel) == 0:
+            self.pixel = (self.pixel, self.pixel)
+        if np.ndim(self.size) == 0:
+            self.size = (self.size, self.size)
+        self.pixel = tuple(float(p) for p in self.pixel)
+        self.size = tuple(int(s) for s in self.size)
+        self.validate()
+
+    # --- checks --------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise :class:`ProjectionGeometryError` for a geometry that cannot be rendered."""
+        if len(self.size) != 2 or min(self.size) <= 0:
+            raise ProjectionGeometryError(
+                f"detector size must be two positive pixel counts (width, height); got {self.size}."
+            )
+        if len(self.pixel) != 2 or not min(self.pixel) > 0 or not all(map(math.isfinite, self.pixel)):
+            raise ProjectionGeometryError(
+                f"pixel spacing must be two positive mm values (su, sv); got {self.pixel}."
+            )
+        s, d, u, v = (_np(a) for a in (self.source, self.detector_center, self.u, self.v))
+        for name, a in (("source", s), ("detector_center", d), ("u", u), ("v", v)):
+            if a.shape != (3,) or not np.all(np.isfinite(a)):
+                raise ProjectionGeometryError(f"Geometry.{name} must be 3 finite mm values (x, y, z); got {a}.")
+        if abs(np.linalg.norm(u) - 1) > 1e-6 or abs(np.linalg.norm(v) - 1) > 1e-6 or abs(u @ v) > 1e-6:
+            raise ProjectionGeometryError(
+                f"detector directions u={u} and v={v} must be orthonormal unit vectors."
+            )
+        n = np.cross(u, v)
+        if abs((d - s) @ n) < 1e-6:
+            raise ProjectionGeometryError(
+                "the source lies in the detector plane; move the source (sid/sdd) so that sdd > 0."
+            )
+
+    def check_outside(self, volume) -> None:
+        """Raise :class:`ProjectionGeometryError` if the source is inside ``volume``'s box."""
+        ijk = volume.world_to_index(_np(self.source))
+        if np.all(ijk > -0.5) and np.all(ijk < np.asarray(volume.size) - 0.5):
+            raise ProjectionGeometryError(
+                f"the X-ray source {np.round(_np(self.source), 1)} mm is inside the CT volume "
+                f"({volume.geometry_str()}); increase sid so that the source is outside the volume."
+            )
+
+    # --- derived quantities ----------------------------------------------------------------
+    @property
+    def width(self) -> int:
+        return self.size[0]
+
+    @property
+    def height(self) -> int:
+        return self.size[1]
+
+    @property
+    def normal(self) -> np.ndarray:
+        """Unit normal ``u x v`` of the detector plane."""
+        return np.cross(_np(self.u), _np(self.v))
+
+    @property
+    def sdd(self) -> float:
+        """Perpendicular source-to-detector-plane distance (mm)."""
+        return float(abs((_np(self.detector_center) - _np(self.source)) @ self.normal))
+
+    def pixel00(self):
+        """World position of the centre of pixel (row 0, column 0); same type as the fields."""
+        w, h = self.size
+        su, sv = self.pixel
+        return self.detector_center - (w - 1) / 2 * su * self.u - (h - 1) / 2 * sv * self.v
+
+    def projection_matrix(self) -> np.ndarray:
+        """3x4 matrix ``P``: ``P @ [x, y, z, 1] = w * [col, row, 1]`` for a world point (LPS mm).
+
+        >>> g = pa(size=(100, 100), pixel=2.0, isocenter=(0, 0, 0))
+        >>> P = g.projection_matrix(); h = P @ [0, 0, 0, 1]
+        >>> (h[:2] / h[2]).round(6).tolist()
+        [49.5, 49.5]
+        """
+        s, u, v = _np(self.source), _np(self.u), _np(self.v)
+        d0 = _np(self.pixel00())
+        n = np.cross(u, v)
+        h = (d0 - s) @ n
+        su, sv = self.pixel
+        m = np.stack([((s - d0) @ u * n + h * u) / su, ((s - d0) @ v * n + h * v) / sv, n])
+        return np.concatenate([m, -(m @ s)[:, None]], axis=1)
+
+    def project(self, points) -> np.ndarray:
+        """World points (N, 3) LPS mm -> pixel coordinates (N, 2) as (column, row)."""
+        pts = np.atleast_2d(np.asarray(points, dtype=float))
+        h = np.concatenate([pts, np.ones((len(pts), 1))], axis=1) @ self.projection_matrix().T
+        return h[:, :2] / h[:, 2:3]
+
+    def transformed(self, rotation_deg, translation_mm, center=None) -> "Geometry":
+        """Move the source and detector rigidly: rotate by the rotation vector ``rotation_deg``
+        (axis times angle in degrees, LPS) about ``center`` (mm; default the world origin, pass
+        ``volume.center`` to turn about the CT's centre), then translate by ``translation_mm``.
+
+        Torch tensors in, torch tensors out: gradients flow from a rendered image back to
+        ``rotation_deg`` and ``translation_mm`` (pose estimation, 2D/3D registration).
+
+        >>> import torch
+        >>> g = pa(isocenter=(0, 0, 0)).transformed(torch.zeros(3), torch.tensor([1.0, 0, 0]))
+        >>> g.source.tolist()
+        [1.0, 820.0, 0.0]
+        """
+        import torch
+
+        rot = torch.as_tensor(rotation_deg, dtype=torch.float64)
+        trans = torch.as_tensor(translation_mm, dtype=rot.dtype, device=rot.device)
+        c = torch.as_tensor(np.zeros(3) if center is None else np.asarray(center, float), dtype=rot.dtype)
+        r = _rotation_matrix_torch(rot * (math.pi / 180.0))
+
+        def move(p):
+            return r @ (torch.as_tensor(p, dtype=rot.dtype) - c) + c + trans
+
+        def turn(a):
+            return r @ torch.as_tensor(a, dtype=rot.dtype)
+
+        return replace(
+            self, source=move(self.source), detector_center=move(self.detector_center),
+            u=turn(self.u), v=turn(self.v),
+        )
+
+    def describe(self) -> str:
+        """Multi-line human-readable summary (what ``bonelab drr`` prints)."""
+        s, d = _np(self.source), _np(self.detector_center)
+        fmt = lambda a: "(" + ", ".join(f"{x:.1f}" for x in a) + ")"  # noqa: E731
+        fmu = lambda a: "(" + ", ".join(f"{x:+.3f}" for x in a) + ")"  # noqa: E731
+        return (
+            f"source {fmt(s)} mm LPS\n"
+            f"detector centre {fmt(d)} mm LPS, SDD {self.sdd:.1f} mm\n"
+            f"detector {self.width} x {self.height} px (width x height), pixel "
+            f"{self.pixel[0]:.3f} x {self.pixel[1]:.3f} mm\n"
+            f"u (columns, image right) {fmu(_np(self.u))}, v (rows, image down) {fmu(_np(self.v))}"
+        )
+
+    def __repr__(self) -> str:
+        return "Geometry(" + self.describe().replace("\n", "; ") + ")"
+
+
+def _rotation_matrix_torch(rotvec):
+    """Rodrigues' formula, differentiable also at zero angle (float64 torch)."""
+    import torch
+
+    theta2 = (rotvec * rotvec).sum()
+    k = torch.zeros(3, 3, dtype=rotvec.dtype, device=rotvec.device)
+    k = k.index_put((torch.tensor([2, 1, 0, 2, 1, 0]), torch.tensor([1, 2, 2, 0, 0, 1])),
+                    torch.stack([rotvec[0], -rotvec[0], rotvec[1], -rotvec[1], rotvec[2], -rotvec[2]]))
+    small = theta2 < 1e-12
+    theta = torch.sqrt(torch.where(small, torch.ones_like(theta2), theta2))
+    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta**2)
+    return torch.eye(3, dtype=rotvec.dtype, device=rotvec.device) + a * k + b * (k @ k)
+
+
+def _rot(axis: str, deg: float) -> np.ndarray:
+    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    if axis == "x":
+        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])  # about z
+
+
+def _isocenter(volume, isocenter) -> np.ndarray:
+    if isocenter is not None:
+        return np.asarray(isocenter, dtype=float)
+    if volume is None:
+        raise InvalidArgumentError("give a volume (to centre the view on it) or an isocenter=(x, y, z) in mm.")
+    return volume.center
+
+
+def _view(beam, u, v, volume, isocenter, sid, sdd, size, pixel) -> Geometry:
+    """A geometry whose central ray travels along ``beam`` through the isocentre."""
+    if not (sid > 0 and sdd > sid):
+        raise ProjectionGeometryError(
+            f"need 0 < sid < sdd (source-to-isocentre, source-to-detector, mm); got sid={sid}, sdd={sdd}."
+        )
+    iso = _isocenter(volume, isocenter)
+    beam = np.asarray(beam, float) / np.linalg.norm(beam)
+    src, det = iso - sid * beam, iso + (sdd - sid) * beam
+    if np.ndim(size) == 0:
+        size = (int(size), int(size))
+    if pixel is None:
+        pixel = _covering_pixel(volume, src, det, np.asarray(u, float), np.asarray(v, float), size)
+    g = Geometry(src, det, u, v, pixel, size)
+    if volume is not None:
+        g.check_outside(volume)
+    return g
+
+
+def _covering_pixel(volume, src, det, u, v, size) -> float:
+    """Square pixel (mm) such that the detector covers the volume's projection (5% margin)."""
+    if volume is None:
+        return 400.0 / max(size)  # a 400 mm field of view
+    g = Geometry(src, det, u, v, (1.0, 1.0), size)
+    g.check_outside(volume)
+    off = g.project(volume.corners()) - (np.asarray(size) - 1) / 2
+    return float(1.05 * 2 * np.max(np.abs(off) / np.asarray(size)))
+
+
+def carm(volume=None, angle: float = 0.0, tilt: float = 0.0, *, isocenter=None, sid=DEFAULT_SID_MM,
+         sdd=DEFAULT_SDD_MM, size=DEFAULT_SIZE, pixel=None) -> Geometry:
+    """A PA view rotated by ``angle`` degrees about the patient's long axis (positive: LAO, the
+    detector toward the patient's left) and tilted by ``tilt`` degrees (positive: cranial, the
+    detector toward the head); see the module docstring.
+
+    Parameters
+    ----------
+    volume : Volume or None. Centres the view (default isocentre) and sizes the default pixel.
+    angle, tilt : degrees
+    isocenter : (x, y, z) mm LPS, default the volume centre
+    sid, sdd : source-to-isocentre and source-to-detector distances, mm
+    size : int or (width, height) pixels
+    pixel : mm, default such that the detector covers the whole volume
+
+    >>> g = carm(angle=90, isocenter=(0, 0, 0))
+    >>> (g.source.round(3) + 0.0).tolist()   # the source is at the patient's right (-x)
+    [-820.0, 0.0, 0.0]
+    """
+    r = _rot("z", angle) @ _rot("x", -tilt)
+    return _view(r @ [0, -1, 0], r @ [1, 0, 0], r @ [0, 0, -1], volume, isocenter, sid, sdd, size, pixel)
+
+
+def pa(volume=None, **kwargs) -> Geometry:
+    """Posteroanterior view: source posterior, detector anterior (the beam enters the back),
+    patient's left on the image right, head up.
+
+    >>> pa(isocenter=(0, 0, 0)).source.tolist()
+    [0.0, 820.0, 0.0]
+    """
+    return carm(volume, 0.0, 0.0, **kwargs)
+
+
+def ap(volume=None, *, isocenter=None, sid=DEFAULT_SID_MM, sdd=DEFAULT_SDD_MM, size=DEFAULT_SIZE,
+       pixel=None) -> Geometry:
+    """Anteroposterior view: source anterior, detector posterior; displayed like a PA film
+    (patient's left on the image right, head up).
+
+    >>> ap(isocenter=(0, 0, 0)).source.tolist()
+    [0.0, -820.0, 0.0]
+    """
+    return _view([0, 1, 0], [1, 0, 0], [0, 0, -1], volume, isocenter, sid, sdd, size, pixel)
+
+
+def lateral(volume=None, side: str = "left", *, isocenter=None, sid=DEFAULT_SID_MM, sdd=DEFAULT_SDD_MM,
+            size=DEFAULT_SIZE, pixel=None) -> Geometry:
+    """Lateral view with the patient's ``side`` ("left" or "right") against the detector,
+    displayed as seen from that side (left lateral: anterior on the image left).
+
+    >>> lateral(isocenter=(0, 0, 0)).source.tolist()
+    [-820.0, 0.0, 0.0]
+    """
+    if side not in ("left", "right"):
+        raise InvalidArgumentError(f"lateral side must be 'left' or 'right'; got {side!r}.")
+    sign = 1.0 if side == "left" else -1.0
+    return _view([sign, 0, 0], [0, sign, 0], [0, 0, -1], volume, isocenter, sid, sdd, size, pixel)
+
+
+def oblique(volume=None, angle: float = 45.0, tilt: float = 0.0, **kwargs) -> Geometry:
+    """An oblique view: :func:`carm` at ``angle`` degrees (default 45) and ``tilt``."""
+    return carm(volume, angle, tilt, **kwargs)
+
+
+def view(name: str, volume=None, *, angle: float = 0.0, tilt: float = 0.0, **kwargs) -> Geometry:
+    """A view by name: ``pa``, ``ap``, ``lateral-left``, ``lateral-right``, ``oblique`` or ``carm``
+    (``angle``/``tilt`` apply to ``oblique``/``carm``; for ``pa`` they rotate it like :func:`carm`).
+
+    >>> view("lateral-right", isocenter=(0, 0, 0)).source.tolist()
+    [820.0, 0.0, 0.0]
+    """
+    name = name.lower().replace("_", "-")
+    if name in ("pa", "carm"):
+        return carm(volume, angle, tilt, **kwargs)
+    if name == "oblique":
+        return oblique(volume, angle if angle else 45.0, tilt, **kwargs)
+    if name in ("ap", "lateral-left", "lateral-right", "lateral"):
+        if angle or tilt:
+            raise InvalidArgumentError(f"angle/tilt apply to the pa, oblique and carm views, not {name!r}.")
+        return ap(volume, **kwargs) if name == "ap" else lateral(volume, name.split("-")[-1]
+                                                                 if "-" in name else "left", **kwargs)
+    raise InvalidArgumentError(
+        f"unknown view {name!r}; use one of pa, ap, lateral-left, lateral-right, oblique, carm."
+    )
+
+
+def as_list(geometry) -> list:
+    """A geometry or a sequence of geometries -> a non-empty list sharing one detector size."""
+    geoms = [geometry] if isinstance(geometry, Geometry) else list(geometry)
+    if not geoms or not all(isinstance(g, Geometry) for g in geoms):
+        raise InvalidArgumentError("geometry must be a bonelab.drr.Geometry or a non-empty list of them.")
+    if len({g.size for g in geoms}) != 1:
+        raise ProjectionGeometryError(
+            f"a batch of geometries must share one detector size; got {sorted({g.size for g in geoms})}."
+        )
+    return geoms
