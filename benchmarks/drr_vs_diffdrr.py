@@ -1,6 +1,9 @@
 """DRR speed and accuracy: bonelab vs nanodrr vs DiffDRR on the real chest CT, in one run.
 
-    python benchmarks/drr_vs_diffdrr.py [--sizes 200 512 2000] [--repeat 3]
+    python benchmarks/drr_vs_diffdrr.py [--sizes 200 512 2000] [--repeat 3] [--record]
+
+``--record`` also writes everything printed to ``benchmarks/results/drr_vs_diffdrr.md``, with
+the date, machine and command at the top; chapter 2 shows that file.
 
 Every renderer integrates the same attenuation volume (bonelab.drr.physics.hu_to_mu at 60 keV
 of bonelab.data.example_ct()) along the same rays: a PA view from bonelab.drr.pa (SDD 1020 mm,
@@ -18,7 +21,13 @@ Needs the bench extra: see the Makefile's ``bench`` target.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
 import threading
 import time
 
@@ -208,11 +217,38 @@ def _copy_time(a, b):
     return time.perf_counter() - t
 
 
+RESULTS = Path(__file__).resolve().parent / "results" / "drr_vs_diffdrr.md"
+
+
+class _Tee(io.StringIO):
+    """Print to the terminal and keep a copy (for --record)."""
+
+    def write(self, text):
+        sys.__stdout__.write(text)
+        return super().write(text)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[200, 512, 2000])
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--record", action="store_true", help=f"also write the output to {RESULTS}")
     args = p.parse_args()
+    if not args.record:
+        return run(args)
+    out = _Tee()
+    with contextlib.redirect_stdout(out):
+        run(args)
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = (f"Measured {when} on {platform.machine()} Linux, {os.cpu_count()} CPU cores (all renderers on the CPU), with "
+              f"`python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`.\n\n")
+    RESULTS.parent.mkdir(exist_ok=True)
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(header + "```text\n" + out.getvalue() + "```\n", encoding="utf-8")
+    tmp.replace(RESULTS)
+
+
+def run(args):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
     ct, _ = example_ct()
