@@ -21,6 +21,16 @@ from bonelab.volume import Volume
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # segment_xray needs torch: import it on first use so that `import bonelab` stays light.
+    if name == "segment_xray":
+        from bonelab.segment import segment_xray
+
+        return segment_xray
+    raise AttributeError(f"module 'bonelab' has no attribute {name!r}")
+
+
 __all__ = [
     "BonelabError",
     "ChecksumError",
@@ -35,4 +45,5 @@ __all__ = [
     "UnsafeArchiveError",
     "Volume",
     "__version__",
+    "segment_xray",
 ]

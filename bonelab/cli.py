@@ -198,9 +198,25 @@ def _write(arr: np.ndarray, path: Path, suffix: str, geom, *, scale: bool) -> li
 
 
 # --- the command -------------------------------------------------------------------------------
+def _lazy(module: str, name: str):
+    """``module.name``, imported when called (building the parser, running the command), not
+    when ``bonelab.cli`` is imported: the pipeline modules pull in torch and MONAI."""
+
+    def call(*args):
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(*args)
+
+    return call
+
+
 COMMANDS = {
     "info": ("print a CT's size, spacing, orientation and HU summary", _add_info, _run_info),
     "drr": ("render a digitally reconstructed radiograph (and label masks) from a CT", _add_drr, _run_drr),
+    "simulate": ("simulate a radiograph dataset (images + projected bone masks) from labelled CT",
+                 _lazy("bonelab.simulate", "add_simulate_arguments"), _lazy("bonelab.simulate", "run_simulate")),
+    "train": ("train a bone segmentation network on a simulated dataset",
+              _lazy("bonelab.pipeline", "add_train_arguments"), _lazy("bonelab.pipeline", "run_train")),
 }
 """Subcommand name -> (one-line help, add_arguments(parser), run(args) -> exit status)."""
 
