@@ -33,7 +33,7 @@ venv:
 endif
 
 book: venv
-	$(VENV_PY) -m jupyter_book build . --path-output . --builder html
+	$(VENV_PY) -c "import sys; from jupyter_book.cli.main import main; sys.exit(main())" build . --builder html
 	@echo "open _build/html/index.html"
 
 test: venv
