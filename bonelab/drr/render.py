@@ -2,10 +2,12 @@
 
 Three ways to integrate along the rays of a :class:`~bonelab.drr.geometry.Geometry`:
 
-* ``method="kernel"`` (the CPU default): fused numba ray marches with empty-space skipping over
-  air (see :mod:`bonelab.drr._kernels`): by default one sample per voxel plane along the rays
-  (Joseph 1982: bilinear in the plane), or trilinear samples at a given ``step_mm``.
-* ``method="torch"`` (the default on CUDA, and the path gradients flow through): the same
+* ``method="kernel"`` (the default): fused ray marches with empty-space skipping over air, numba
+  on the CPU (:mod:`bonelab.drr._kernels`) and Triton on a GPU (:mod:`bonelab.drr._triton`): one
+  sample per voxel plane along the rays (Joseph 1982: bilinear in the plane), or on the CPU
+  trilinear samples at a given ``step_mm``.
+* ``method="torch"`` (the path gradients flow through; the GPU default for a given ``step_mm``
+  or where Triton is missing): the same
   trilinear march with ``torch.nn.functional.grid_sample``, chunked over detector rows so that
   peak memory stays under ``memory_budget_mb`` whatever the detector size.  :func:`march`
   exposes it for autograd (gradients to the attenuation volume and to the pose).
@@ -26,7 +28,7 @@ import math
 
 import numpy as np
 
-from bonelab.drr import _kernels
+from bonelab.drr import _kernels, _triton
 from bonelab.drr.geometry import Geometry, _np, as_list
 from bonelab.errors import GeometryMismatchError, InvalidArgumentError, InvalidValuesError
 from bonelab.volume import Volume
@@ -134,7 +136,7 @@ class Renderer:
                 self.spectrum = physics.spectrum(kvp, filtration_mm_al=filtration_mm_al)
                 empty = empty_hu
         self.vol, self.empty = vol, float(empty)
-        self._layouts = {}
+        self._layouts, self._device_layouts = {}, {}
         self._torch_vol = None
 
     def _layout(self, axis: int):
@@ -169,12 +171,63 @@ class Renderer:
             self._torch_vol = torch.from_numpy(chans).to(self.device)
         return self._torch_vol
 
-    def _method(self, method):
+    def _device_layout(self, axis: int, column_axis: int):
+        """The padded volume, brick grid and table of :meth:`_layout` on ``self.device``, for the
+        Triton kernel; cached.  ``_gpu_layout`` picks the memory order: "ray" keeps the marched
+        axis contiguous (as on the CPU), "detector" makes the kernel axis ``column_axis`` (1=y,
+        2=z) contiguous, so the neighbouring rays of a program read neighbouring addresses."""
+        import torch
+
+        key = (axis, column_axis if self._gpu_layout == "detector" else None)
+        if key not in self._device_layouts:
+            volp, skip, bmean, _ = self._layout(axis)
+            vol = torch.from_numpy(volp).to(self.device)  # dims (z, y, x) of the kernel's axes
+            if key[1] is not None:
+                order = [2, 1, 0] if column_axis == 2 else [2, 0, 1]  # slowest .. fastest
+                vol = vol.permute(order).contiguous().permute(list(np.argsort(order)))
+            lut = torch.from_numpy(self.lut).to(self.device)
+            self._device_layouts[key] = (vol, torch.from_numpy(skip).to(self.device),
+                                         torch.from_numpy(bmean).to(self.device), lut)
+        return self._device_layouts[key]
+
+    _gpu_layout = "detector"
+
+    def _method(self, method, step_mm=None):
+        gpu = self.device.type != "cpu"
         if method == "auto":
-            return "kernel" if self.device.type == "cpu" else "torch"
+            return "kernel" if not gpu or (_triton.available() and step_mm is None) else "torch"
         if method not in ("kernel", "torch"):
             raise InvalidArgumentError(f"method must be 'auto', 'kernel' or 'torch'; got {method!r}.")
+        if method == "kernel" and gpu and not _triton.available():
+            raise InvalidArgumentError("method='kernel' on a GPU needs Triton (it comes with the CUDA builds "
+                                       "of PyTorch); install it, or use method='torch'.")
+        if method == "kernel" and gpu and step_mm is not None:
+            raise InvalidArgumentError("the GPU kernel samples one plane per voxel and takes no step_mm; "
+                                       "use method='torch' for a given step.")
         return method
+
+    def _kernel(self, g: Geometry, step_mm, use_triton=None):
+        """One view through the fused kernel (numba on the CPU, Triton on a GPU): (C, H, W).
+        ``use_triton=True`` forces Triton on ``self.device`` (for its CPU interpreter in tests)."""
+        import torch
+
+        w, h = g.size
+        src, pix0, du, dv, lin = _index_frame(self.ct, g)
+        central = pix0 + (w - 1) / 2 * du + (h - 1) / 2 * dv - src
+        axis = int(np.argmax(np.abs(central)))
+        volp, skip, bmean, p = self._layout(axis)
+        frame = (p @ src, p @ pix0, p @ du, p @ dv, lin @ p.T)
+        if self.device.type != "cpu" if use_triton is None else use_triton:
+            column_axis = 1 + int(np.argmax(np.abs(frame[2][1:])))
+            vol, skip_t, bmean_t, lut = self._device_layout(axis, column_axis)
+            out = torch.empty((self.channels, h, w), dtype=torch.float32, device=self.device)
+            return _triton.march_planes(vol, skip_t, bmean_t, lut, self.lut_lo, self.lut_inv, frame, out)
+        out = np.empty((self.channels, h, w), np.float32)
+        if step_mm is None:  # one sample per voxel plane along the rays (bilinear taps)
+            _kernels.march_planes(volp, self.lut, self.lut_lo, self.lut_inv, skip, bmean, *frame, out)
+        else:
+            _kernels.march(volp, self.lut, self.lut_lo, self.lut_inv, skip, bmean, *frame, float(step_mm), out)
+        return torch.from_numpy(out)
 
     def integrals(self, geometry, *, step_mm=None, method="auto", memory_budget_mb=1024, progress=False):
         """Channel integrals, torch (B, C, H, W): mu*mm for mono, density*mm for materials."""
@@ -186,23 +239,10 @@ class Renderer:
         step = _default_step(self.ct) if step_mm is None else float(step_mm)
         if not step > 0:
             raise InvalidArgumentError(f"step_mm must be a positive number of mm; got {step_mm}.")
-        method = self._method(method)
+        method = self._method(method, step_mm)
         it = _progress(geoms, progress)
         if method == "kernel":
-            w, h = geoms[0].size
-            outs = []
-            for g in it:
-                src, pix0, du, dv, lin = _index_frame(self.ct, g)
-                central = pix0 + (w - 1) / 2 * du + (h - 1) / 2 * dv - src
-                volp, skip, bmean, p = self._layout(int(np.argmax(np.abs(central))))
-                out = np.empty((self.channels, h, w), np.float32)
-                frame = (p @ src, p @ pix0, p @ du, p @ dv, lin @ p.T)
-                if step_mm is None:  # one sample per voxel plane along the rays (bilinear taps)
-                    _kernels.march_planes(volp, self.lut, self.lut_lo, self.lut_inv, skip, bmean, *frame, out)
-                else:
-                    _kernels.march(volp, self.lut, self.lut_lo, self.lut_inv, skip, bmean, *frame, step, out)
-                outs.append(torch.from_numpy(out))
-            return torch.stack(outs)
+            return torch.stack([self._kernel(g, step_mm) for g in it])
         vols = self._channel_volumes()
         return torch.stack([march(vols, self.ct, g, step_mm=step, memory_budget_mb=memory_budget_mb) for g in it])
 
@@ -287,7 +327,8 @@ def render(ct: Volume, geometry, *, output: str = "line_integral", values: str =
         plane of the volume axis most parallel to the rays, with bilinear interpolation in the
         plane (Joseph's method; about one voxel per step, the fastest accurate choice); on the
         torch path a step of the finest voxel spacing.  Given: trilinear samples every step_mm.
-    method : "auto" (numba kernel on CPU, torch on CUDA), "kernel" or "torch"
+    method : "auto" (the kernel: numba on the CPU, Triton on CUDA; torch on CUDA when Triton is
+        missing or ``step_mm`` is given), "kernel" or "torch"
     memory_budget_mb : peak working memory of the torch path (rows are chunked to fit)
     progress : tqdm bar over a batch of geometries
     physics_kwargs : scatter (``scatter_to_primary``, ``kernel_sigma_mm``: :func:`~bonelab.drr.physics.add_scatter`),
