@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bonelab import InvalidArgumentError, Volume
-from bonelab.drr import Renderer, _triton, carm, pa, render
+from bonelab.drr import Renderer, _triton, pa, render
 
 # Run in a fresh interpreter: TRITON_INTERPRET must be set before the kernel is defined, and
 # must not leak into the GPU tests of this session.

@@ -29,6 +29,7 @@ import math
 import numpy as np
 
 from bonelab.drr._kernels import BS
+from bonelab.errors import InvalidArgumentError
 
 try:
     import triton
@@ -149,6 +150,7 @@ if triton is not None:
         dst = chan[None, :] * npix + pix[:, None]
         tl.store(out + dst, acc, mask=live[:, None] & (chan[None, :] < C))
 
+
 def march_planes(vol, skip, bmean, lut, lut_lo: float, lut_inv: float, frame, out):
     """Launch the kernel: arguments as :func:`bonelab.drr._kernels.march_planes`, as torch
     tensors on one device (``vol`` may be any strided view of the padded volume in (z, y, x)
@@ -157,6 +159,9 @@ def march_planes(vol, skip, bmean, lut, lut_lo: float, lut_inv: float, frame, ou
     ``out`` (C, H, W) float32, contiguous, receives channel value x mm."""
     src, pix0, du, dv, lin = (np.asarray(a, dtype=np.float64) for a in frame)
     nch, h, w = out.shape
+    if max(vol.numel(), out.numel()) >= 2**31:  # the kernel indexes with int32
+        raise InvalidArgumentError(f"the GPU kernel handles up to 2**31 voxels and output values; got a volume "
+                                   f"of {vol.numel()} and {out.numel()} outputs: use method='torch' or crop.")
     use_lut = lut.shape[0] > 0
     npix = h * w
     n2, n1, n0 = (s - 2 for s in vol.shape)
@@ -164,7 +169,8 @@ def march_planes(vol, skip, bmean, lut, lut_lo: float, lut_inv: float, frame, ou
     grid = (math.ceil(npix / BLOCK),)
     _march_planes[grid](
         vol, sx, sy, sz, skip, skip.shape[1], skip.shape[2], bmean, bmean.shape[1],
-        lut if use_lut else bmean, float(lut_lo), float(lut_inv), max(int(lut.shape[1]), 2),
+        lut if use_lut else bmean,  # without a table, any tensor fills the unused slot
+        float(lut_lo), float(lut_inv), max(int(lut.shape[1]), 2),
         out, npix, w, *map(float, src), *map(float, pix0), *map(float, du), *map(float, dv),
         *map(float, lin.ravel()), n0, n1, n2,
         C=nch, CP=max(1, 1 << (nch - 1).bit_length()), USE_LUT=use_lut, BLOCK=BLOCK, BSZ=BS,
