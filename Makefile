@@ -51,8 +51,8 @@ test-book: venv
 # GPU: the gpu-marked tests, then the chapters on CUDA (bonelab picks cuda when present).
 test-gpu: venv
 	$(VENV_PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'test-gpu: no CUDA device here')"
-	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q -m gpu tests bonelab
-	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q $(NBVAL) $(CHAPTERS)
+	BONELAB_DEVICE=cuda BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q -m gpu tests bonelab
+	BONELAB_DEVICE=cuda BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q $(NBVAL) $(CHAPTERS)
 
 bench: venv
 	$(VENV_PY) -m pip install -q -e ".[bench]"

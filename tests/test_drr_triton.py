@@ -40,7 +40,16 @@ PARITY = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not _triton.available(), reason="Triton is not installed")
+def _interpreter_works() -> bool:
+    """Triton's CPU interpreter before 3.9 fails on numpy 2.4 (loop bounds from tensors)."""
+    if not _triton.available():
+        return False
+    import triton
+
+    return tuple(int(x) for x in triton.__version__.split(".")[:2]) >= (3, 9)
+
+
+@pytest.mark.skipif(not _interpreter_works(), reason="needs Triton 3.9+ (its CPU interpreter)")
 def test_triton_kernel_matches_numba_kernel_in_the_interpreter():
     """Mono and polychromatic (4 material channels), three views, both memory layouts.  The
     kernels differ only where float rounding puts a ray's entry plane on the other side of a

@@ -219,7 +219,8 @@ def test_tensorboard_logs_when_installed(tmp_path):
 
 
 def test_distributed_two_process_cpu_run(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), BONELAB_QUICK="1")
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)  # keep the caller's
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, BONELAB_QUICK="1")
     env.pop("WORLD_SIZE", None)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
                str(REPO / "tests" / "_ddp_worker.py"), str(tmp_path)]
