@@ -13,6 +13,8 @@ in :func:`bonelab.train.segmentation_loss`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import torch
 
@@ -118,3 +120,134 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = True) -> int
     40
     """
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+# --------------------------------------------------------------------------------------------
+# Model specs: what a run folder records so that the network can be rebuilt
+# --------------------------------------------------------------------------------------------
+SPEC_FILE = "model.json"
+SPEC_FORMAT = "bonelab-model-spec-1"
+
+ARCHITECTURES: dict = {"unet2d": unet2d, "vnet3d": vnet3d}
+"""Network factories by name: a :class:`ModelSpec` names one and holds its keyword arguments.
+A chapter that adds an architecture registers it with :func:`register_architecture`."""
+
+
+def register_architecture(name: str):
+    """Decorator: make a network factory buildable from a :class:`ModelSpec` under ``name``.
+
+    >>> @register_architecture("tiny_conv")
+    ... def tiny_conv(in_channels=1, out_channels=1):
+    ...     return torch.nn.Conv2d(in_channels, out_channels, 3, padding=1)
+    >>> ModelSpec("tiny_conv", {"out_channels": 2}).build().out_channels
+    2
+    """
+    def wrap(factory):
+        ARCHITECTURES[name] = factory
+        return factory
+
+    return wrap
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a trained network and feed it correctly.
+
+    Attributes
+    ----------
+    architecture : a name in :data:`ARCHITECTURES` (e.g. ``"unet2d"``)
+    settings : keyword arguments of that factory (e.g. ``{"out_channels": 10, "channels": [16, 32]}``)
+    task : the :mod:`bonelab.tasks` name that trained it (e.g. ``"wrist"``), ``""`` when none
+    label_names : names of the output channels (labels or classes), in channel order
+    input_size : the input size the network was trained at, pixels ``(H, W)`` or ``(D, H, W)``
+    input_spacing_mm : pixel (or voxel) size of the training inputs in mm, same axis order as
+        ``input_size``; for radiographs the spacing at the isocentre
+    extra : anything else a task needs to apply the model (JSON types only)
+
+    >>> spec = ModelSpec("unet2d", {"out_channels": 2, "channels": [4, 8]}, label_names=("a", "b"))
+    >>> ModelSpec.from_dict(spec.to_dict()) == spec
+    True
+    """
+
+    architecture: str
+    settings: dict = field(default_factory=dict)
+    task: str = ""
+    label_names: tuple = ()
+    input_size: tuple | None = None
+    input_spacing_mm: tuple | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        # Normalise sequences to tuples so that a spec read back from JSON compares equal.
+        object.__setattr__(self, "label_names", tuple(self.label_names))
+        for name in ("input_size", "input_spacing_mm"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+
+    def build(self) -> torch.nn.Module:
+        """A freshly initialised network of this spec."""
+        if self.architecture not in ARCHITECTURES:
+            raise InvalidArgumentError(f"architecture {self.architecture!r} is unknown; known: "
+                                       f"{sorted(ARCHITECTURES)} (import the module that registers it).")
+        return ARCHITECTURES[self.architecture](**self.settings)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (with a ``format`` key checked by :meth:`from_dict`)."""
+        d = asdict(self)
+        for name in ("label_names", "input_size", "input_spacing_mm"):
+            d[name] = None if d[name] is None else list(d[name])
+        return {"format": SPEC_FORMAT, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "model spec") -> ModelSpec:
+        """Inverse of :meth:`to_dict`; raises :class:`~bonelab.errors.InvalidArgumentError` for
+        another format or missing fields."""
+        if not isinstance(d, dict) or d.get("format") != SPEC_FORMAT:
+            found = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise InvalidArgumentError(f"{source} has format {found!r}, expected {SPEC_FORMAT!r}; it was "
+                                       "written by another bonelab version: train the model again.")
+        names = {f.name for f in fields(cls)}
+        if "architecture" not in d:
+            raise InvalidArgumentError(f"{source} names no architecture; it is not a bonelab model spec.")
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def save_spec(run, spec: ModelSpec) -> Path:
+    """Write ``spec`` to ``run/model.json`` atomically; returns the path."""
+    from bonelab.files import write_json
+
+    return write_json(Path(run) / SPEC_FILE, spec.to_dict())
+
+
+def read_spec(run) -> ModelSpec:
+    """The :class:`ModelSpec` of run folder ``run`` (its ``model.json``).
+
+    Raises :class:`~bonelab.errors.MissingFileError` when the folder has no spec, and
+    :class:`~bonelab.errors.InvalidArgumentError` when the file is not a spec of this version.
+    """
+    import json
+
+    from bonelab.errors import MissingFileError
+
+    path = Path(run) / SPEC_FILE
+    if not path.is_file():
+        raise MissingFileError(f"{path} does not exist; {run} is not a bonelab run folder "
+                               "(train one with bonelab.train / `bonelab train`).")
+    try:
+        d = json.loads(path.read_text())
+    except ValueError as error:
+        raise InvalidArgumentError(f"{path} is not valid JSON ({error}); train the model again.") from None
+    return ModelSpec.from_dict(d, source=str(path))
+
+
+def load_model(run, checkpoint: str = "best.pt", device=None) -> torch.nn.Module:
+    """Rebuild the network of run folder ``run`` from its spec and load ``checkpoint`` into it
+    (read with ``torch.load(weights_only=True)``); in eval mode on ``device`` (default
+    :func:`bonelab.config.device`).  Read the spec itself with :func:`read_spec`.
+
+    >>> # net = load_model("runs/wrist"); spec = read_spec("runs/wrist")
+    """
+    from bonelab.train import load_weights
+
+    return load_weights(read_spec(run).build(), Path(run) / checkpoint, device=device)

@@ -82,13 +82,13 @@ def load_segmentation_model(run, checkpoint: str = "best.pt", device=None) -> to
     """The network of run folder ``run`` (``model.json`` + ``best.pt``), in eval mode; its
     settings are attached as ``model.bonelab_spec`` (label names, input size, pixel spacing)."""
     from bonelab.errors import MissingFileError
-    from bonelab.train import load_model
+    from bonelab.train import load_weights
 
     run = Path(run)
     if not (run / "model.json").exists():
         raise MissingFileError(f"{run / 'model.json'} does not exist; is {run} a train_segmentation run folder?")
     spec = json.loads((run / "model.json").read_text())
-    model = load_model(segmentation_model(spec["n_labels"], spec["channels"], spec["num_res_units"]),
+    model = load_weights(segmentation_model(spec["n_labels"], spec["channels"], spec["num_res_units"]),
                        run / checkpoint, device=device)
     model.bonelab_spec = spec
     return model

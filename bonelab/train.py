@@ -31,7 +31,8 @@ Checkpoints
 lists, dicts) so they load with ``torch.load(path, weights_only=True)``, which executes no code.
 Keys: ``format``, ``epoch`` (epochs completed), ``model`` (state dict), ``config``, ``metric``,
 and in ``last.pt`` also ``optimizer``, ``scheduler``, ``scaler``, ``rng``, ``best_metric``,
-``best_epoch``, ``history``.  Use :func:`load_model` to put the weights into a network.
+``best_epoch``, ``history``.  Use :func:`load_weights` to put the weights into a network
+(:func:`bonelab.models.load_model` rebuilds the network of a run folder from its spec).
 """
 
 from __future__ import annotations
@@ -299,7 +300,7 @@ def _read_checkpoint(path: Path, map_location="cpu") -> dict:
     return ckpt
 
 
-def load_model(model: torch.nn.Module, checkpoint_path, device=None) -> torch.nn.Module:
+def load_weights(model: torch.nn.Module, checkpoint_path, device=None) -> torch.nn.Module:
     """Load the weights of a bonelab checkpoint (``last.pt`` or ``best.pt``) into ``model``.
 
     The file is read with ``torch.load(weights_only=True)``.  Returns ``model`` on ``device``
@@ -307,7 +308,7 @@ def load_model(model: torch.nn.Module, checkpoint_path, device=None) -> torch.nn
 
     Examples
     --------
-    >>> # net = load_model(unet2d(out_channels=10), "runs/wrist/best.pt")
+    >>> # net = load_weights(unet2d(out_channels=10), "runs/wrist/best.pt")
     """
     dev = cfg.device(device)
     ckpt = _read_checkpoint(checkpoint_path, map_location=dev)

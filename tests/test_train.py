@@ -114,7 +114,7 @@ def test_train_writes_checkpoints_and_metrics(tmp_path):
 def test_same_seed_same_run_and_load_model(tmp_path):
     a, b = run(tmp_path / "a", epochs=1), run(tmp_path / "b", epochs=1)
     assert a.history[0]["val_metric"] == b.history[0]["val_metric"]
-    net = bt.load_model(tiny_net(5), a.best_checkpoint, device="cpu")
+    net = bt.load_weights(tiny_net(5), a.best_checkpoint, device="cpu")
     reference = torch.load(b.best_checkpoint, weights_only=True)["model"]
     assert all(torch.equal(v, reference[k]) for k, v in net.state_dict().items())
     assert not net.training
@@ -201,10 +201,10 @@ def test_bad_inputs_are_named(tmp_path):
         bt.train(tiny_net(), tuples, tuples, loss=bt.segmentation_loss(), out_dir=tmp_path, epochs=1,
                  progress=False, device="cpu")
     with pytest.raises(MissingFileError):
-        bt.load_model(tiny_net(), tmp_path / "nothing.pt")
+        bt.load_weights(tiny_net(), tmp_path / "nothing.pt")
     torch.save(tiny_net(), tmp_path / "pickled.pt")  # a whole pickled module, not weights
     with pytest.raises(UnreadableFileError, match="weights_only"):
-        bt.load_model(tiny_net(), tmp_path / "pickled.pt")
+        bt.load_weights(tiny_net(), tmp_path / "pickled.pt")
 
 
 def test_tensorboard_logs_when_installed(tmp_path):
@@ -246,5 +246,5 @@ def test_cuda_run_with_amp(tmp_path):
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     ckpt = torch.load(result.last_checkpoint, weights_only=True)
     assert ckpt["scaler"]["scale"] > 0  # the GradScaler ran (AMP on by default on CUDA)
-    net = bt.load_model(tiny_net(), result.best_checkpoint, device="cpu")
+    net = bt.load_weights(tiny_net(), result.best_checkpoint, device="cpu")
     assert next(net.parameters()).device.type == "cpu"
