@@ -214,9 +214,9 @@ COMMANDS = {
     "info": ("print a CT's size, spacing, orientation and HU summary", _add_info, _run_info),
     "drr": ("render a digitally reconstructed radiograph (and label masks) from a CT", _add_drr, _run_drr),
     "simulate": ("simulate a radiograph dataset (images + projected bone masks) from labelled CT",
-                 _lazy("bonelab.simulate", "add_simulate_arguments"), _lazy("bonelab.simulate", "run_simulate")),
+                 _lazy("bonelab.simulate.command", "add_simulate_arguments"), _lazy("bonelab.simulate.command", "run_simulate")),
     "train": ("train a bone segmentation network on a simulated dataset",
-              _lazy("bonelab.pipeline", "add_train_arguments"), _lazy("bonelab.pipeline", "run_train")),
+              _lazy("bonelab.tasks.command", "add_train_arguments"), _lazy("bonelab.tasks.command", "run_train")),
 }
 """Subcommand name -> (one-line help, add_arguments(parser), run(args) -> exit status)."""
 

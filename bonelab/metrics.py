@@ -337,3 +337,41 @@ def volume_agreement(pred_volumes, true_volumes) -> dict:
         "intercept": float(fit.intercept),
         "mean_abs_diff": float(np.abs(p - t).mean()),
     }
+
+
+def hidden_fraction(masks) -> np.ndarray:
+    """For each channel of (L, H, W) masks, the fraction of its pixels also covered by another
+    channel (the part of a bone seen through, or hidden behind, another); NaN for empty ones.
+
+    >>> m = np.zeros((2, 4, 4), bool); m[0, :2] = True; m[1, 1:] = True
+    >>> hidden_fraction(m).round(3).tolist()
+    [0.5, 0.333]
+    """
+    m = np.asarray(masks) > 0
+    count = m.sum(axis=0)
+    area = m.sum(axis=(1, 2)).astype(float)
+    shared = (m & (count >= 2)[None]).sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(area > 0, shared / area, np.nan)
+
+
+def bootstrap_ci(values, *, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> tuple:
+    """Mean of ``values`` (one number per independent unit, e.g. per test subject) and its
+    percentile-bootstrap confidence interval: ``(mean, low, high)`` (scipy.stats.bootstrap).
+    NaN values are dropped; with fewer than two values the interval is (NaN, NaN).
+
+    >>> m, lo, hi = bootstrap_ci([0.8, 0.85, 0.9, 0.95, 0.88])
+    >>> round(m, 3), lo < m < hi
+    (0.876, True)
+    """
+    from scipy.stats import bootstrap
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan, math.nan
+    if v.size < 2 or np.all(v == v[0]):
+        return float(v.mean()), math.nan, math.nan
+    res = bootstrap((v,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="percentile",
+                    random_state=np.random.default_rng(seed))
+    return float(v.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)

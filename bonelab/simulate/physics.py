@@ -1,0 +1,139 @@
+"""The randomised acquisition chain of one simulated sample: draw the physics, then turn the
+renderer's material path integrals into a display radiograph (and, for the bone-only target,
+a second image through the same chain without noise or scatter).
+
+Parameters (ranges per protocol, :attr:`bonelab.simulate.Protocol.physics`):
+
+=====================  ===================================================================
+parameter              physics (bonelab.drr.physics)
+=====================  ===================================================================
+kvp                    tube voltage (2 kV steps), spectrum modelled by spekpy
+filtration_mm_al       total filtration (mm Al), applied with xraydb's aluminium attenuation
+photons (log-uniform)  photons per pixel in air: dose and quantum noise
+electronic_sigma       detector read noise (photons)
+scatter_to_primary     scatter field (add_scatter); with a grid the ranges are lower
+scatter_sigma_mm       width of the scatter kernel
+blur_px                focal spot + detector blur (Gaussian sigma in pixels)
+gamma                  display contrast curve
+window_low_pct,        display window (percentiles of -ln I/I0), to_radiograph
+window_high_pct
+=====================  ===================================================================
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bonelab.errors import InvalidArgumentError
+
+_LOG_UNIFORM = {"photons"}
+PARAMETERS = ("kvp", "filtration_mm_al", "photons", "electronic_sigma", "scatter_to_primary", "scatter_sigma_mm",
+              "blur_px", "gamma", "window_low_pct", "window_high_pct")
+
+
+def _uniform(rng, lo, hi, log=False) -> float:
+    if log:
+        return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    return float(rng.uniform(lo, hi))
+
+
+def draw_physics(ranges: dict, rng: np.random.Generator) -> dict:
+    """One setting of every physics parameter drawn from ``ranges``; kVp in 2 kV steps (as
+    consoles offer a few settings), which lets a run model few spectra (spekpy takes 0.3-2 s per
+    spectrum, more than rendering a sample).
+
+    >>> from bonelab.simulate import protocol
+    >>> p = draw_physics(protocol("wrist").physics["random"], np.random.default_rng(0))
+    >>> 50 <= p["kvp"] <= 70 and 1e3 <= p["photons"] <= 3e4
+    True
+    """
+    p = {k: _uniform(rng, *ranges[k], log=k in _LOG_UNIFORM) for k in PARAMETERS}
+    p["kvp"] = float(2 * round(p["kvp"] / 2))
+    return p
+
+
+def filtered_spectrum(base, filtration_mm_al: float):
+    """``base`` (a :class:`bonelab.drr.physics.Spectrum`) behind more aluminium, up to a total of
+    ``filtration_mm_al`` mm: Beer-Lambert on every bin with xraydb's aluminium attenuation.
+    spekpy does the same for its filters but re-models the whole tube each time (0.3-2 s); this
+    takes microseconds, so filtration can vary continuously.
+
+    >>> from bonelab.drr import physics
+    >>> s = filtered_spectrum(physics.spectrum(60, 2.0, bin_keV=2.0), 4.0)
+    >>> s.filtration_mm_al, s.mean_energy > physics.spectrum(60, 2.0, bin_keV=2.0).mean_energy
+    (4.0, True)
+    """
+    from bonelab.drr import physics as ph
+
+    extra = float(filtration_mm_al) - base.filtration_mm_al
+    if extra < 0:
+        raise InvalidArgumentError(f"filtration {filtration_mm_al} mm Al is below the base spectrum's "
+                                   f"{base.filtration_mm_al} mm; model the base with less filtration.")
+    mu = ph.linear_attenuation("aluminium", base.energies_keV)
+    return ph.Spectrum(base.energies_keV, base.fluence * np.exp(-mu * extra), base.kvp, float(filtration_mm_al),
+                       base.anode_angle_deg, base.extra_filtration)
+
+
+def base_spectra(kvps, ranges: dict) -> dict:
+    """``{kvp: spectrum}`` at the lowest filtration of ``ranges`` (2 keV bins), for
+    :func:`filtered_spectrum`.  Each spectrum is modelled once per process (spekpy is slow;
+    :func:`bonelab.drr.physics.spectrum` caches)."""
+    from bonelab.drr import physics as ph
+
+    f0 = float(ranges["filtration_mm_al"][0])
+    return {float(k): ph.spectrum(float(k), filtration_mm_al=f0, bin_keV=2.0) for k in sorted(set(kvps))}
+
+
+def radiograph(material_paths, physics: dict, *, pixel_mm: float, seed: int = 0, spectrum=None):
+    """A display radiograph (H, W) in [0, 1], bone bright, from material path integrals, and the
+    display window used.
+
+    ``material_paths`` (M, H, W) are the renderer's per-material density integrals in g/cm3 * mm
+    (:meth:`bonelab.drr.Renderer.integrals` of a polychromatic renderer); the chain is the one of
+    :func:`bonelab.drr.render` with the randomised settings in ``physics``: polychromatic
+    Beer-Lambert for ``kvp``/``filtration_mm_al``, scatter, Gaussian blur (focal spot and
+    detector), quantum + electronic noise, then the display window and contrast curve.  The blur
+    is added here (scipy) because the renderer has none.  ``spectrum``: the tube spectrum to use
+    (default: modelled by spekpy for ``kvp`` and ``filtration_mm_al``).
+
+    Returns ``(image, window)``: ``window = (low, high)`` in units of ``-ln I/I0``, so that
+    another image of the same acquisition (:func:`clean_radiograph`) can be displayed alike.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    from bonelab.drr import physics as ph
+
+    spec = spectrum or ph.spectrum(physics["kvp"], filtration_mm_al=physics["filtration_mm_al"], bin_keV=2.0)
+    intensity = ph.polychromatic_intensity(np.asarray(material_paths, np.float32) / 10.0, spec)  # -> g/cm2
+    intensity = ph.add_scatter(intensity, scatter_to_primary=physics["scatter_to_primary"],
+                               kernel_sigma_mm=physics["scatter_sigma_mm"], pixel_mm=pixel_mm)
+    intensity = gaussian_filter(intensity, physics["blur_px"], mode="nearest")
+    intensity = ph.add_noise(intensity, photons_per_pixel=physics["photons"],
+                             electronic_sigma=physics["electronic_sigma"], seed=seed)
+    p = -np.log(np.clip(intensity, 1e-6, None))
+    window = tuple(float(w) for w in np.percentile(p, (physics["window_low_pct"], physics["window_high_pct"])))
+    image = ph.to_radiograph(np.clip(intensity, 1e-6, None), window=_open(window), gamma=physics["gamma"])
+    return image.astype(np.float32), window
+
+
+def clean_radiograph(material_paths, physics: dict, window, *, spectrum=None) -> np.ndarray:
+    """The noise- and scatter-free image of ``material_paths`` through the same spectrum, blur,
+    display ``window`` (from :func:`radiograph`) and contrast curve: (H, W) float32 in [0, 1].
+    Used for the bone-only target, so that input and target share one intensity scale."""
+    from scipy.ndimage import gaussian_filter
+
+    from bonelab.drr import physics as ph
+
+    spec = spectrum or ph.spectrum(physics["kvp"], filtration_mm_al=physics["filtration_mm_al"], bin_keV=2.0)
+    intensity = ph.polychromatic_intensity(np.asarray(material_paths, np.float32) / 10.0, spec)
+    intensity = gaussian_filter(intensity, physics["blur_px"], mode="nearest")
+    image = ph.to_radiograph(np.clip(intensity, 1e-6, None), window=_open(window), gamma=physics["gamma"])
+    return image.astype(np.float32)
+
+
+def _open(window) -> tuple:
+    """A window with high > low (a constant image gets a tiny width instead of an error)."""
+    lo, hi = window
+    return (lo, hi) if hi > lo else (lo, lo + 1e-6)

@@ -1,0 +1,56 @@
+"""Chapter tasks: one module per task, found through :data:`TASKS`.
+
+A task module ties a chapter's pieces together: the protocol and targets its data sets use, the
+network (a :class:`bonelab.models.ModelSpec`), the loss and the per-batch interface of
+:func:`bonelab.train.train`, evaluation, and its ``bonelab train NAME`` command line.  Each
+module defines:
+
+==================  =========================================================================
+name                what
+==================  =========================================================================
+``NAME``            the task's name (``bonelab train NAME``)
+``DESCRIPTION``     one line for ``bonelab train --help``
+``PROTOCOL``        the :mod:`bonelab.simulate` protocol of its data sets
+``TARGETS``         the targets it can train on (checked by :func:`check_dataset`)
+``add_arguments``   ``add_arguments(parser)``: its ``bonelab train NAME`` options
+``run``             ``run(args) -> int``: train (and evaluate) from parsed arguments
+``train``           ``train(data, out, **settings)``: the Python entry point
+==================  =========================================================================
+
+Adding a chapter task is adding a module here and one line to :data:`TASKS`.
+
+>>> sorted(TASKS)
+['wrist']
+>>> task("wrist").PROTOCOL
+'wrist'
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from bonelab.errors import InvalidArgumentError
+
+TASKS = {"wrist": "bonelab.tasks.wrist"}
+"""Task name -> module path (imported on first use: the modules pull in torch and MONAI)."""
+
+
+def task(name: str):
+    """The task module called ``name``."""
+    if name not in TASKS:
+        raise InvalidArgumentError(f"task {name!r} is unknown; use one of {sorted(TASKS)}.")
+    return importlib.import_module(TASKS[name])
+
+
+def check_dataset(data, task_module) -> dict:
+    """The ``dataset.json`` of ``data``, after checking that ``task_module`` can train on its
+    target; raises :class:`~bonelab.errors.InvalidArgumentError` naming the target and the fix."""
+    from bonelab.simulate import dataset_info
+
+    info = dataset_info(data)
+    name = info["target"]["name"]
+    if name not in task_module.TARGETS:
+        raise InvalidArgumentError(
+            f"{data} holds the target {name!r}; task {task_module.NAME!r} trains on {list(task_module.TARGETS)}. "
+            f"Simulate with --target {task_module.TARGETS[0]} (protocol {task_module.PROTOCOL!r}).")
+    return info

@@ -1,0 +1,205 @@
+"""Protocols: films hung the clinical way (checked on rendered phantoms), and every target of every anatomy."""
+
+import numpy as np
+import pytest
+
+from bonelab import phantoms
+from bonelab import simulate as sim
+from bonelab.errors import InvalidArgumentError
+
+
+def _col(mask2d) -> float:
+    """Column of the centre of mass of a 2D path/mask image."""
+    w = np.asarray(mask2d, float)
+    return float((w.sum(0) * np.arange(w.shape[1])).sum() / w.sum())
+
+
+def _row(mask2d) -> float:
+    w = np.asarray(mask2d, float)
+    return float((w.sum(1) * np.arange(w.shape[0])).sum() / w.sum())
+
+
+def _split_by_y(labels, value):
+    """A label Volume with the front (-y, anterior/palmar) part of ``value`` as 1 and the back part as 2."""
+    arr = np.asarray(labels.array)
+    k, j, i = np.nonzero(arr == value)
+    out = np.zeros(arr.shape, np.uint8)
+    mid = np.median(j)
+    out[k[j < mid], j[j < mid], i[j < mid]] = 1
+    out[k[j > mid], j[j > mid], i[j > mid]] = 2
+    return labels.with_array(out, label_names={1: "front", 2: "back"})
+
+
+@pytest.fixture(scope="module")
+def wrist():
+    return phantoms.wrist(0, spacing=1.5)
+
+
+def test_right_wrist_pa_hangs_fingers_up_thumb_left(wrist):
+    p = sim.protocol("wrist")
+    radius, ulna, capitate = sim.hung_projection(p, "pa", wrist.labels, [9, 10, 7])
+    assert _col(radius) < _col(ulna)        # radius (thumb side) on the viewer's left
+    assert _row(capitate) < _row(radius)    # distal (fingers) up
+
+
+def test_right_wrist_lateral_is_seen_from_the_tube(wrist):
+    """Lateral: beam radial -> ulnar, seen from the tube with the fingers up: the dorsum on the right."""
+    front, back = sim.hung_projection(sim.protocol("wrist"), "lateral", _split_by_y(wrist.labels, 9), [1, 2])
+    assert _col(back) > _col(front)
+
+
+def test_mirrored_subject_mirrors_the_film(wrist):
+    """A left wrist (the mirror image) is radiographed with mirrored angles: its films are the mirror
+    images of the right wrist's (here the right wrist mirrored by hand through the array)."""
+    p = sim.protocol("wrist")
+    left = wrist.labels.with_array(np.ascontiguousarray(wrist.labels.array[:, :, ::-1]))
+    for view in ("pa", "oblique", "lateral"):
+        right_img = sim.hung_projection(p, view, wrist.labels, [9])[0]
+        left_img = sim.hung_projection(p, view, left, [9], mirrored=True)[0]
+        np.testing.assert_allclose(left_img, right_img[:, ::-1], atol=0.6)
+
+
+def test_chest_pa_shows_the_heart_on_the_image_right():
+    """Chest PA, hung as facing the patient: the heart (patient's left) on the viewer's right."""
+    from bonelab import data
+
+    ct, labels = data.example_ct(spacing=4.0)
+    names = {v: n for v, n in labels.label_names.items()}
+    heart = [v for v, n in names.items() if n == "heart"]
+    liver = [v for v, n in names.items() if n == "liver"]
+    paths = sim.hung_projection(sim.protocol("chest"), "pa", labels, heart + liver, size=64)
+    assert _col(paths[0]) > _col(paths[1])      # heart right of the liver (patient's right)
+    assert _row(paths[0]) < _row(paths[1])      # head up
+
+
+def test_lumbar_lateral_shows_the_spinous_processes_on_the_right():
+    s = phantoms.lumbar_spine(0, spacing=2.0)
+    p = sim.protocol("lumbar")
+    front, back = sim.hung_projection(p, "lateral", _split_by_y(s.labels, 3), [1, 2])  # L3 body vs posterior
+    assert _col(back) > _col(front)
+    l1, l5 = sim.hung_projection(p, "lateral", s.labels, [1, 5])
+    assert _row(l1) < _row(l5)
+
+
+def test_lumbar_and_hip_ap_patient_left_on_image_right():
+    s = phantoms.hip(0, spacing=3.0, calibration_phantom=False, noise=False)
+    femur_left, femur_right = sim.hung_projection(sim.protocol("hip"), "ap", s.labels, [1, 2])
+    assert _col(femur_left) > _col(femur_right)
+    sp = phantoms.lumbar_spine(0, spacing=2.0)
+    left_half = sp.labels.with_array((np.asarray(sp.labels.array) == 3) * (1 + (np.arange(sp.labels.shape[2]) >
+                                     sp.labels.shape[2] // 2)[None, None, :]).astype(np.uint8))
+    right, left = sim.hung_projection(sim.protocol("lumbar"), "ap", left_half, [1, 2])  # x grows to the left
+    assert _col(left) > _col(right)
+
+
+def test_display_rule_needs_a_visible_up_direction():
+    p = sim.Protocol("bad", None, {"top": sim.View(0.0, tilt_deg=90.0)}, up=(0, 0, 1), structures=".*", center=".*")
+    with pytest.raises(InvalidArgumentError, match="up"):
+        sim.display_flips(p, "top")
+    with pytest.raises(InvalidArgumentError, match="viewer"):
+        sim.View(0.0, viewer="ceiling")
+
+
+def test_every_protocol_describes_itself():
+    for name, p in sim.PROTOCOLS.items():
+        physics, geometry = p.tables()
+        assert set(physics.columns) == {"random", "fixed", "shifted"} and len(geometry) > 5, name
+        assert all(v.viewer in sim.protocols.VIEWERS for v in p.views.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------------------------
+SMALL = dict(subjects=2, size=48, physics="fixed", fractions=(1, 1, 0), workers=1, progress=False)
+
+
+def test_chest_bone_radiograph_target(tmp_path):
+    out = sim.simulate(tmp_path / "chest", "chest", target="bone-radiograph", views=("pa",), spacing=4.0, **SMALL)
+    info = sim.dataset_info(out)
+    assert info["target"]["name"] == "bone-radiograph" and info["target"]["dtype"] == "float32"
+    ds = sim.load_split(out, "train")
+    image, bone = ds[0]["image"][0].numpy(), ds[0]["target"][0].numpy()
+    assert bone.dtype == np.float32 and bone.shape == image.shape
+    # the bone-only image is the input minus the soft tissue: darker everywhere, and brightest where
+    # the input is brightest (the spine and ribs)
+    assert bone.mean() < image.mean()
+    assert np.corrcoef(bone.ravel(), image.ravel())[0, 1] > 0.5
+    hu = sim.simulate(tmp_path / "chest-hu", "chest", target="bone-radiograph", bone=(400, 800), views=("pa",),
+                      spacing=4.0, **SMALL)
+    assert sim.dataset_info(hu)["target"]["bone"] == [400.0, 800.0]
+    assert not np.allclose(sim.load_split(hu, "train")[0]["target"], bone)
+
+
+@pytest.fixture(scope="module")
+def lumbar_instances(tmp_path_factory):
+    return sim.simulate(tmp_path_factory.mktemp("lumbar"), "lumbar", target="instances", views=("lateral",),
+                        spacing=3.0, **SMALL)
+
+
+def test_lumbar_instances_are_torchvision_detection_targets(lumbar_instances):
+    info = sim.dataset_info(lumbar_instances)
+    assert info["target"]["class_names"] == ["vertebra", "sacrum", "implant"]
+    sample = sim.load_split(lumbar_instances, "train")[0]
+    t = sample["target"]
+    n = len(t["labels"])
+    assert n >= 5 and t["boxes"].shape == (n, 4) and t["masks"].shape == (n, 48, 48)
+    assert t["labels"].dtype.is_floating_point is False and set(t["labels"].tolist()) <= {1, 2, 3}
+    assert (t["boxes"][:, 2] > t["boxes"][:, 0]).all() and (t["boxes"][:, 3] > t["boxes"][:, 1]).all()
+    for box, mask in zip(t["boxes"].int().tolist(), t["masks"]):
+        x1, y1, x2, y2 = box
+        assert mask[y1:y2, x1:x2].sum() == mask.sum()  # the box holds the whole mask
+
+
+def test_lumbar_instances_train_a_torchvision_mask_rcnn(lumbar_instances):
+    torchvision = pytest.importorskip("torchvision")
+    import torch
+
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    torch.manual_seed(0)
+    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=4, min_size=48, max_size=48,
+                                  image_mean=[0.5], image_std=[0.25])
+    model.backbone.body.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)  # grey radiographs
+    ds = sim.load_split(lumbar_instances, "train")
+    samples = [ds[i] for i in range(len(ds))]
+    model.train()
+    losses = model([s["image"] for s in samples], [s["target"] for s in samples])
+    assert {"loss_classifier", "loss_mask", "loss_box_reg"} <= set(losses)
+    assert torch.isfinite(sum(losses.values()))
+    assert torchvision.__version__
+
+
+def test_lumbar_class_map_feeds_a_monai_unet(tmp_path):
+    import torch
+    from monai.losses import DiceCELoss
+    from torch.utils.data import DataLoader
+
+    from bonelab.models import unet2d
+
+    out = sim.simulate(tmp_path / "lumbar-cm", "lumbar", target="class-map", views=("lateral", "ap"), spacing=3.0,
+                       **SMALL)
+    batch = next(iter(DataLoader(sim.load_split(out, "train"), batch_size=2)))
+    assert batch["image"].shape == (2, 1, 48, 48) and batch["label"].shape == (2, 1, 48, 48)
+    classes = set(torch.unique(batch["label"]).tolist())
+    assert {0.0, 1.0} <= classes <= {0.0, 1.0, 2.0, 3.0}
+    net = unet2d(out_channels=4, channels=(4, 8, 16), num_res_units=0)
+    loss = DiceCELoss(to_onehot_y=True, softmax=True)(net(batch["image"]), batch["label"])
+    assert torch.isfinite(loss)
+
+
+def test_class_map_resolves_overlaps_by_the_documented_rule():
+    paths = np.zeros((3, 1, 4), np.float32)
+    paths[0, 0, :3] = 10.0   # a vertebra, long path
+    paths[1, 0, 1:] = 4.0    # another vertebra, shorter
+    paths[2, 0, 2] = 0.6     # an implant: thin, but on top
+    out = sim.targets.class_map(paths, [1, 1, 3], on_top=[3], min_mm=0.5)
+    assert out.tolist() == [[1, 1, 3, 1]]
+    paths[1, 0, 1] = 20.0
+    assert sim.targets.class_map(paths, [1, 2, 3], on_top=[3])[0, 1] == 2  # longest path wins
+
+
+def test_task_refuses_a_target_it_cannot_train_on(lumbar_instances, tmp_path):
+    from bonelab.tasks import wrist
+
+    with pytest.raises(InvalidArgumentError, match="target 'instances'"):
+        wrist.train(lumbar_instances, tmp_path / "run", epochs=1, progress=False)
