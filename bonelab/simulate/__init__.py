@@ -39,14 +39,14 @@ from bonelab.simulate.jobs import (
     SPLITS, Job, SubjectFiles, label_center, parse_shard, plan, render_sample, shard_jobs)
 from bonelab.simulate.physics import base_spectra, draw_physics, filtered_spectrum, radiograph
 from bonelab.simulate.protocols import (
-    PROTOCOLS, Protocol, View, display_flips, draw_geometry, hang, hung_projection, make_geometry, nominal_geometry,
+    PROTOCOLS, Protocol, View, display_flips, draw_geometry, film_directions, hang, hung_projection, make_geometry, nominal_geometry,
     protocol, register_protocol)
 from bonelab.simulate.targets import TARGETS, Target, make_target
 
 __all__ = [
     "FORMAT_VERSION", "PROTOCOLS", "SPLITS", "TARGETS", "Job", "Protocol", "SimulatedSplit", "SubjectFiles",
     "Target", "View", "base_spectra", "consolidate", "dataset_info", "display_flips", "draw_geometry",
-    "draw_physics", "filtered_spectrum", "hang", "hidden_fraction", "hung_projection", "label_center", "load_split", "make_geometry",
+    "draw_physics", "film_directions", "filtered_spectrum", "hang", "hidden_fraction", "hung_projection", "label_center", "load_split", "make_geometry",
     "make_target", "metadata", "nominal_geometry", "parse_shard", "plan", "protocol", "radiograph",
     "read_metadata", "register_protocol", "render_sample", "shard_jobs", "simulate",
 ]

@@ -116,6 +116,8 @@ class Protocol:
         reflects it; recorded in the data set)
     subject_options : ``{keyword: ("choice", values) | (low, high)}`` drawn per generated subject
         and passed to the phantom generator (e.g. the side and posture of a wrist)
+    directions : names of the CT frame's six directions (``"+x"``, ``"-x"``, ... ``"-z"``) for the
+        orientation markers of a film (:func:`film_directions`); mirrored subjects swap the x pair
     mirrored_side : a subject whose ``params["side"]`` is this value is radiographed with every
         view angle negated (a left wrist's lateral puts its ulnar side on the detector as a right
         wrist's does); None for anatomy without sides
@@ -140,6 +142,7 @@ class Protocol:
     grid: bool = False
     subject_options: dict = field(default_factory=dict)
     mirrored_side: str | None = None
+    directions: dict = field(default_factory=lambda: dict(TORSO_DIRECTIONS))
     reference: str = ""
 
     def view_angle(self, view: str, mirrored: bool = False) -> float:
@@ -206,6 +209,12 @@ class Protocol:
         return physics, geometry
 
 
+TORSO_DIRECTIONS = {"+x": "L", "-x": "R", "+y": "P", "-y": "A", "+z": "H", "-z": "F"}
+"""Film markers of the patient frame (LPS): left/right, posterior/anterior, head/feet."""
+RIGHT_WRIST_DIRECTIONS = {"+x": "ulnar", "-x": "radial", "+y": "dorsal", "-y": "palmar", "+z": "proximal",
+                          "-z": "distal"}
+"""Film markers of the (right) wrist phantom's frame: x ulnar, y dorsal, z proximal."""
+
 PROTOCOLS: dict = {}
 """The registered protocols by name."""
 
@@ -243,7 +252,7 @@ register_protocol(Protocol(
     fov_mm=(60.0, 120.0), size=96, spacing_mm=0.75, sdd_mm=(1000.0, 1150.0), odd_mm=(30.0, 80.0),
     jitter={"angle_deg": 8.0, "tilt_deg": 8.0, "roll_deg": 25.0, "shift_fraction": 1 / 3},
     physics=_physics(kvp=(50, 70), shifted_kvp=(86, 100), spr=(0.05, 0.4), shifted_spr=(0.6, 0.9)),
-    grid=False, mirrored_side="left",
+    grid=False, mirrored_side="left", directions=RIGHT_WRIST_DIRECTIONS,
     subject_options={"side": ("choice", ("right", "left")), "deviation_deg": (-20.0, 25.0),
                      "flexion_deg": (-25.0, 25.0)},
     reference="Bontrager's Textbook of Radiographic Positioning: wrist PA/oblique/lateral at 100 cm SID, "
@@ -402,6 +411,32 @@ def hung_projection(p: Protocol, view: str, labels, label_values, *, size: int =
     g = make_geometry(nominal_geometry(p, view, mirrored), iso, size=size)
     paths, _ = project_labels(labels, g, label_values=label_values)
     return hang(paths.numpy(), display_flips(p, view, mirrored))
+
+
+def film_directions(p: Protocol, view: str, mirrored: bool = False) -> dict:
+    """Which anatomical direction lies at each edge of a hung film of ``view``: ``{"left",
+    "right", "top", "bottom": name}`` from the protocol's :attr:`Protocol.directions` (the
+    nearest axis; obliques get the dominant one).  For orientation markers on figures.
+
+    >>> d = film_directions(protocol("wrist"), "pa")
+    >>> d["left"], d["right"], d["top"]
+    ('radial', 'ulnar', 'distal')
+    >>> film_directions(protocol("chest"), "pa")["left"]
+    'R'
+    """
+    g = make_geometry(nominal_geometry(p, view, mirrored), (0.0, 0.0, 0.0), size=2)
+    flip_rows, flip_cols = display_flips(p, view, mirrored)
+    right = -g.u if flip_cols else g.u
+    top = g.v if flip_rows else -g.v
+    names = dict(p.directions)
+    if mirrored:
+        names["+x"], names["-x"] = names["-x"], names["+x"]
+
+    def name(vec):
+        axis = int(np.argmax(np.abs(vec)))
+        return names[("+" if vec[axis] > 0 else "-") + "xyz"[axis]]
+
+    return {"left": name(-right), "right": name(right), "top": name(top), "bottom": name(-top)}
 
 
 def draw_subject_options(p: Protocol, rng: np.random.Generator) -> dict:
