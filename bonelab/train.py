@@ -90,6 +90,11 @@ def _terms(value, source: str) -> dict:
     return value
 
 
+def _floats(terms: dict) -> dict:
+    """Named loss terms as Python floats (for logging)."""
+    return {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
+
+
 def _to_device(value, device: torch.device):
     """Move the tensors in nested dicts, lists and tuples to ``device``."""
     if isinstance(value, torch.Tensor):
@@ -145,7 +150,7 @@ class TrainingTask:
         loss terms and no scores.
         """
         terms = _terms(self.training_loss(model, batch), f"{type(self).__name__}.training_loss")
-        return {k: float(v) for k, v in terms.items()}, None
+        return _floats(terms), None
 
 
 def _per_sample(scores, n: int) -> torch.Tensor:
@@ -234,7 +239,7 @@ class SupervisedTask(TrainingTask):
         scores = None
         if self.metric_fn is not None:
             scores = _per_sample(self.metric_fn(output, batch[self.target_key]), self.batch_size(batch))
-        return {k: float(v) for k, v in terms.items()}, scores
+        return _floats(terms), scores
 
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
