@@ -260,7 +260,7 @@ def test_supervised_task_prepares_keys_and_dtypes():
     assert batch["subject"] == ["a", "b"] and task.batch_size(batch) == 2
     net = torch.nn.Conv2d(1, 3, 1)
     terms, scores = task.validation_step(net, batch)
-    assert scores is None and terms["loss"] == pytest.approx(float(task.training_loss(net, batch)))
+    assert scores is None and terms["loss"] == pytest.approx(float(task.training_loss(net, batch).detach()))
     assert task.metric_name == "neg_val_loss"
     assert bt.SupervisedTask(torch.nn.functional.mse_loss, batch_dice).metric_name == "batch_dice"
 
