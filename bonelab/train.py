@@ -51,8 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
-from torch.utils.data import default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset, default_collate
 
 import bonelab.config as cfg
 from bonelab.datasets import DictDataset, detection_collate, shapes_dataset
@@ -327,7 +326,8 @@ class DetectionTask(TrainingTask):
         for image, target in zip(images, targets):
             if not isinstance(image, torch.Tensor) or image.ndim != 3:
                 raise InvalidArgumentError(
-                    f"a detection image must be a (C, H, W) tensor, got {getattr(image, 'shape', type(image).__name__)}; "
+                    f"a detection image must be a (C, H, W) tensor, got "
+                    f"{getattr(image, 'shape', type(image).__name__)}; "
                     "see the sample format in bonelab.datasets.")
             if not isinstance(target, dict) or not all(k in target for k in needed):
                 found = sorted(target) if isinstance(target, dict) else type(target).__name__
@@ -768,8 +768,8 @@ def _loaders(train_ds, val_ds, ctx: _Dist, task: TrainingTask, batch_size, num_w
         val_ds = Subset(val_ds, range(ctx.rank, len(val_ds), ctx.world))
     else:
         sampler = RandomSampler(train_ds, generator=generator)
-    common = dict(batch_size=batch_size, num_workers=num_workers, worker_init_fn=_seed_worker,
-                  generator=generator, pin_memory=ctx.device.type == "cuda", collate_fn=task.collate)
+    common = {"batch_size": batch_size, "num_workers": num_workers, "worker_init_fn": _seed_worker,
+              "generator": generator, "pin_memory": ctx.device.type == "cuda", "collate_fn": task.collate}
     return DataLoader(train_ds, sampler=sampler, **common), DataLoader(val_ds, shuffle=False, **common)
 
 
@@ -921,8 +921,8 @@ def _fit(model, train_ds, val_ds, ctx: _Dist, *, task, spec, out_dir, epochs, ba
         scheduler=_make_scheduler(optimizer, schedule, lr, epochs * steps_per_epoch),
         scaler=torch.amp.GradScaler(ctx.device.type, enabled=use_amp and amp_dtype == torch.float16),
         amp_dtype=amp_dtype, use_amp=use_amp,
-        config=dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                    schedule=schedule, world_size=ctx.world, task=type(task).__name__),
+        config={"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+                "seed": seed, "schedule": schedule, "world_size": ctx.world, "task": type(task).__name__},
     )
     if resume and (out_dir / "last.pt").exists():
         state = _resume(run, out_dir / "last.pt")
