@@ -118,6 +118,23 @@ class TrainingTask:
     metric_name : str
         Name of the validation score that picks ``best.pt`` (the mean of ``validation_step``'s
         scores, or the negative validation loss when a task gives no scores).
+
+    Examples
+    --------
+    A task for ``(x, y)`` samples, as a ``TensorDataset`` gives them (collate, prepare_batch and
+    validation_step keep their defaults):
+
+    >>> import tempfile
+    >>> class PairTask(TrainingTask):
+    ...     def batch_size(self, batch): return len(batch[0])
+    ...     def predict(self, model, batch): return model(batch[0])
+    ...     def training_loss(self, model, batch):
+    ...         return torch.nn.functional.mse_loss(self.predict(model, batch), batch[1])
+    >>> data = torch.utils.data.TensorDataset(torch.randn(8, 3), torch.randn(8, 1))
+    >>> result = train(torch.nn.Linear(3, 1), data, data, task=PairTask(), out_dir=tempfile.mkdtemp(),
+    ...                epochs=2, device="cpu", progress=False)
+    >>> result.metric_name, [row["val_metric"] == -row["val_loss"] for row in result.history]
+    ('neg_val_loss', [True, True])
     """
 
     metric_name = "neg_val_loss"

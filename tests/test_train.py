@@ -300,7 +300,7 @@ def test_3d_patches_train_through_the_same_loop(tmp_path):
     torch.manual_seed(0)
     net = torch.nn.Conv3d(1, 1, 3, padding=1)
     result = bt.train(net, data, data, loss=torch.nn.functional.mse_loss, metric_fn=neg_mse, out_dir=tmp_path,
-                      epochs=3, batch_size=5, lr=5e-2, progress=False, device="cpu", tensorboard=False,
+                      epochs=3, batch_size=5, lr=5e-2, progress=True, device="cpu", tensorboard=False,
                       schedule="constant")
     metrics = [r["val_metric"] for r in result.history]
     assert metrics[-1] > metrics[0] and result.metric_name == "neg_mse"
@@ -513,3 +513,19 @@ def test_interrupted_detection_run_resumes_bit_identical(tmp_path):
     b = torch.load(resumed.last_checkpoint, weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert read_csv(full.metrics_csv)[-1]["val_metric"] == read_csv(resumed.metrics_csv)[-1]["val_metric"]
+
+
+@pytest.mark.gpu
+def test_cuda_float16_amp_for_regression_and_detection(tmp_path):
+    from bonelab.datasets import DictDataset, shapes_dataset
+    from bonelab.losses import MSSSIML1Loss
+
+    clean = shapes_dataset(8, 32, noise=0.0)
+    images = np.stack([clean[i]["image"] for i in range(8)])
+    regression = bt.train(unet2d(out_channels=1, channels=(4, 8), num_res_units=0), DictDataset(images, images),
+                          DictDataset(images, images), task=bt.SupervisedTask(MSSSIML1Loss()),
+                          out_dir=tmp_path / "regression", epochs=2, batch_size=4, progress=False, device="cuda")
+    detection = detection_run(tmp_path / "detection", epochs=2, device="cuda")
+    for result in (regression, detection):
+        assert all(math.isfinite(r["train_loss"]) for r in result.history)
+        assert torch.load(result.last_checkpoint, weights_only=True)["scaler"]["scale"] > 0  # float16 + GradScaler
