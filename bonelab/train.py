@@ -1,38 +1,39 @@
-"""One training loop for every chapter: :func:`train`.
+"""One training loop for every chapter: :func:`train`, driven by a :class:`TrainingTask`.
 
-What it does, so that chapters do not repeat it: AdamW with a cosine or one-cycle schedule,
+What the loop does, so that chapters do not repeat it: AdamW with a cosine or one-cycle schedule,
 automatic mixed precision on CUDA, a checkpoint written atomically every epoch (``last.pt``) and
 on every improvement of the validation metric (``best.pt``), resume from ``last.pt``, one row of
 metrics per epoch in ``metrics.csv`` (and TensorBoard when installed), a progress bar, fixed seeds,
-and DistributedDataParallel when launched with ``torchrun``.
+a stop with an error at the first non-finite loss, and DistributedDataParallel when launched with
+``torchrun``.
 
-Batch format
-------------
-A data set (any ``torch.utils.data.Dataset``) returns one sample as a dict::
+Tasks
+-----
+What differs between segmentation, regression, detection and 3D patches lives in a task object
+(in the manner of MONAI's ``prepare_batch`` and d2l's ``training_step``):
 
-    {"image": float array/tensor (C, H, W),    # network input, e.g. a normalised radiograph
-     "label": array/tensor (L, H, W)}          # target: L stacked binary masks (multi-label),
-                                               # or (1, H, W) class indices (softmax losses),
-                                               # or (C', H, W) images (regression)
+* :class:`SupervisedTask`: ``model(image) -> output``, ``loss(output, target)``, optionally
+  ``metric_fn(output, target)``; segmentation, image-to-image regression, 3D patches
+  ``(N, C, D, H, W)``.  ``train(..., loss=, metric_fn=)`` is shorthand for
+  ``train(..., task=SupervisedTask(loss, metric_fn))``.
+* :class:`DetectionTask`: torchvision-style detection models (Mask R-CNN): list batches, the
+  model's loss dict, a matched-IoU score per image.
+* A new kind of task subclasses :class:`TrainingTask` (see its methods).
 
-(3D tasks add a depth axis: ``(C, D, H, W)``.)  Extra keys (e.g. ``"subject"``) are allowed and
-ignored.  The default collate stacks samples into ``image (N, C, H, W)`` and ``label (N, L, H, W)``;
-the loop casts both to float32.  :class:`DictDataset` builds such a data set from two arrays
-(numpy memmaps included, so a data set on disk is read lazily).
-
-The model maps ``image`` to logits ``(N, L, H, W)``; ``loss(logits, label)`` is a scalar tensor
-(e.g. :func:`segmentation_loss`); ``metric_fn(logits, label)`` returns one score per sample (a
-tensor ``(N,)``, NaN allowed and skipped) or the batch mean as a float, higher is better
-(e.g. :func:`bonelab.metrics.batch_dice`).
+A loss (a task's ``training_loss``) returns a scalar tensor or a dict of named scalar tensors whose
+``"loss"`` is the total that is backpropagated; every other name is logged as ``train_<name>`` and
+``val_<name>`` columns of ``metrics.csv`` (after the fixed :data:`CSV_COLUMNS`, sorted by name) and
+as TensorBoard scalars.  The sample formats are described in :mod:`bonelab.datasets`.
 
 Checkpoints
 -----------
 ``last.pt`` and ``best.pt`` hold only tensors and plain containers (state dicts, numbers, strings,
 lists, dicts) so they load with ``torch.load(path, weights_only=True)``, which executes no code.
 Keys: ``format``, ``epoch`` (epochs completed), ``model`` (state dict), ``config``, ``metric``,
-and in ``last.pt`` also ``optimizer``, ``scheduler``, ``scaler``, ``rng``, ``best_metric``,
-``best_epoch``, ``history``.  Use :func:`load_weights` to put the weights into a network
-(:func:`bonelab.models.load_model` rebuilds the network of a run folder from its spec).
+``metric_name``, and in ``last.pt`` also ``optimizer``, ``scheduler``, ``scaler``, ``rng``,
+``best_metric``, ``best_epoch``, ``history``.  Use :func:`load_weights` to put the weights into a
+network; with ``train(..., spec=ModelSpec(...))`` the run folder also holds ``model.json`` and
+:func:`bonelab.models.load_model` rebuilds the network from it.
 """
 
 from __future__ import annotations
@@ -50,10 +51,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset, default_collate
 
 import bonelab.config as cfg
-from bonelab.errors import InvalidArgumentError, MissingFileError, UnreadableFileError
+from bonelab.datasets import DictDataset, detection_collate, shapes_dataset
+from bonelab.errors import InvalidArgumentError, InvalidValuesError, MissingFileError, UnreadableFileError
+from bonelab.files import atomic_path, write_text
+from bonelab.losses import DiceBCELoss, segmentation_loss
+
+__all__ = [
+    "CSV_COLUMNS", "DetectionTask", "DiceBCELoss", "DictDataset", "SupervisedTask", "TrainResult",
+    "TrainingTask", "load_weights", "mask_iou", "matched_iou", "seed_everything", "segmentation_loss",
+    "shapes_dataset", "train",
+]  # DictDataset, shapes_dataset (bonelab.datasets) and the losses (bonelab.losses) are re-exported
 
 CHECKPOINT_FORMAT = "bonelab-checkpoint-1"
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -63,136 +73,324 @@ _RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "schedule"
 
 
 # --------------------------------------------------------------------------------------------
-# Data
+# Tasks
 # --------------------------------------------------------------------------------------------
 
 
-class DictDataset(Dataset):
-    """Samples ``{"image": images[i], "label": labels[i]}`` as float32 tensors (the batch format).
+def _terms(value, source: str) -> dict:
+    """A loss value as a dict of named scalar tensors with the total under "loss"."""
+    if isinstance(value, torch.Tensor):
+        return {"loss": value}
+    if not isinstance(value, dict) or "loss" not in value:
+        found = sorted(value) if isinstance(value, dict) else type(value).__name__
+        raise InvalidArgumentError(
+            f"{source} returned {found}; it must return a scalar tensor or a dict of named tensors with "
+            "the total under 'loss' (e.g. {'loss': a + b, 'a': a, 'b': b}).")
+    return value
+
+
+def _floats(terms: dict) -> dict:
+    """Named loss terms as Python floats (for logging)."""
+    return {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
+
+
+def _to_device(value, device: torch.device):
+    """Move the tensors in nested dicts, lists and tuples to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
+
+
+class TrainingTask:
+    """What :func:`train` asks of a task; subclass it for a new kind of training.
+
+    The loop calls, per batch: ``collate`` (in the DataLoader), ``prepare_batch``, then
+    ``training_loss`` (training, model in train mode, under autocast when AMP is on) or
+    ``validation_step`` (model in eval mode, no gradients).  ``model`` is the network as the loop
+    holds it (wrapped in DistributedDataParallel under torchrun).
+
+    Attributes
+    ----------
+    metric_name : str
+        Name of the validation score that picks ``best.pt`` (the mean of ``validation_step``'s
+        scores, or the negative validation loss when a task gives no scores).
+
+    Examples
+    --------
+    A task for ``(x, y)`` samples, as a ``TensorDataset`` gives them (collate, prepare_batch and
+    validation_step keep their defaults):
+
+    >>> import tempfile
+    >>> class PairTask(TrainingTask):
+    ...     def batch_size(self, batch): return len(batch[0])
+    ...     def predict(self, model, batch): return model(batch[0])
+    ...     def training_loss(self, model, batch):
+    ...         return torch.nn.functional.mse_loss(self.predict(model, batch), batch[1])
+    >>> data = torch.utils.data.TensorDataset(torch.randn(8, 3), torch.randn(8, 1))
+    >>> result = train(torch.nn.Linear(3, 1), data, data, task=PairTask(), out_dir=tempfile.mkdtemp(),
+    ...                epochs=2, device="cpu", progress=False)
+    >>> result.metric_name, [row["val_metric"] == -row["val_loss"] for row in result.history]
+    ('neg_val_loss', [True, True])
+    """
+
+    metric_name = "neg_val_loss"
+
+    def collate(self, samples: list):
+        """Samples -> one batch (default: torch's ``default_collate``, which stacks tensors)."""
+        return default_collate(samples)
+
+    def prepare_batch(self, batch, device: torch.device):
+        """Check the batch, move it to ``device`` and cast it for the model (default: move only)."""
+        return _to_device(batch, device)
+
+    def batch_size(self, batch) -> int:
+        """Number of samples in a prepared batch (weights the epoch means)."""
+        raise NotImplementedError
+
+    def predict(self, model: torch.nn.Module, batch):
+        """The model's output for a prepared batch (what the chapters show or score)."""
+        raise NotImplementedError
+
+    def training_loss(self, model: torch.nn.Module, batch) -> torch.Tensor | dict:
+        """Scalar loss tensor, or a dict of named scalar tensors whose "loss" is the total."""
+        raise NotImplementedError
+
+    def validation_step(self, model: torch.nn.Module, batch) -> tuple[dict, torch.Tensor | None]:
+        """``(named loss terms as floats, possibly empty; per-sample scores (N,) or None)``.
+
+        Scores are higher-is-better; NaN scores are skipped in the mean.  Default: the training
+        loss terms and no scores.
+        """
+        terms = _terms(self.training_loss(model, batch), f"{type(self).__name__}.training_loss")
+        return _floats(terms), None
+
+
+def _per_sample(scores, n: int) -> torch.Tensor:
+    """A metric's result as ``(n,)`` float64 on the CPU: a float is the batch mean (repeated n times)."""
+    scores = torch.as_tensor(scores, dtype=torch.float64).flatten().cpu()
+    return scores.expand(n) if scores.numel() == 1 else scores
+
+
+class SupervisedTask(TrainingTask):
+    """Image -> target training: segmentation, image-to-image regression, 3D patches.
+
+    Samples are dicts (:mod:`bonelab.datasets`): ``sample[input_key]`` ``(C, H, W)`` or
+    ``(C, D, H, W)`` is the network input (cast to float32), ``sample[target_key]`` the target
+    (cast to ``target_dtype``: float32 for masks and images, ``torch.long`` for class indices).
 
     Parameters
     ----------
-    images : array-like (N, C, H, W)
-        Numpy arrays (memmaps too: read one sample at a time) or tensors.
-    labels : array-like (N, L, H, W)
-    transform : callable or None
-        Applied to each sample dict (e.g. a ``monai.transforms.Compose`` of dict transforms).
+    loss : callable
+        ``loss(output, target)`` -> scalar tensor, or a dict with the total under "loss" (e.g.
+        :func:`bonelab.losses.segmentation_loss`, :class:`bonelab.losses.MSSSIML1Loss`); computed
+        in float32, also under AMP.
+    metric_fn : callable or None
+        ``metric_fn(output, target)`` -> per-sample scores ``(N,)`` (NaN allowed and skipped) or the
+        batch mean as a float, higher is better (e.g. :func:`bonelab.metrics.batch_dice`).  None:
+        the negative validation loss picks the best model.
+    input_key, target_key : str
+        The sample's keys of input and target.
+    target_dtype : torch.dtype
 
     Examples
     --------
-    >>> import numpy as np
-    >>> ds = DictDataset(np.zeros((4, 1, 8, 8)), np.ones((4, 2, 8, 8), bool))
-    >>> len(ds), ds[0]["image"].shape, ds[0]["label"].dtype
-    (4, torch.Size([1, 8, 8]), torch.float32)
+    >>> from bonelab.datasets import shapes_dataset
+    >>> task = SupervisedTask(segmentation_loss())
+    >>> batch = task.prepare_batch(task.collate([shapes_dataset(2, 16)[i] for i in range(2)]), torch.device("cpu"))
+    >>> net = torch.nn.Conv2d(1, 2, 3, padding=1)
+    >>> task.batch_size(batch), task.predict(net, batch).shape, float(task.training_loss(net, batch).detach()) > 0
+    (2, torch.Size([2, 2, 16, 16]), True)
     """
 
-    def __init__(self, images, labels, transform: Callable | None = None):
-        if len(images) != len(labels):
-            raise InvalidArgumentError(f"{len(images)} images but {len(labels)} labels; they must pair up.")
-        self.images, self.labels, self.transform = images, labels, transform
+    def __init__(self, loss: Callable, metric_fn: Callable | None = None, input_key: str = "image",
+                 target_key: str = "label", target_dtype: torch.dtype = torch.float32):
+        if not callable(loss) or (metric_fn is not None and not callable(metric_fn)):
+            raise InvalidArgumentError("SupervisedTask needs a callable loss(output, target) and metric_fn "
+                                       f"callable or None; got {type(loss).__name__}, {type(metric_fn).__name__}.")
+        self.loss, self.metric_fn = loss, metric_fn
+        self.input_key, self.target_key, self.target_dtype = input_key, target_key, target_dtype
 
-    def __len__(self) -> int:
-        return len(self.images)
+    @property
+    def metric_name(self) -> str:
+        if self.metric_fn is None:
+            return "neg_val_loss"
+        return getattr(self.metric_fn, "__name__", type(self.metric_fn).__name__)
 
-    def __getitem__(self, index: int) -> dict:
-        sample = {
-            "image": torch.as_tensor(np.array(self.images[index], dtype=np.float32)),
-            "label": torch.as_tensor(np.array(self.labels[index], dtype=np.float32)),
-        }
-        return self.transform(sample) if self.transform is not None else sample
+    def prepare_batch(self, batch, device: torch.device) -> dict:
+        keys = (self.input_key, self.target_key)
+        if not isinstance(batch, dict) or not all(k in batch for k in keys):
+            found = f"keys {sorted(batch)}" if isinstance(batch, dict) else f"a {type(batch).__name__}"
+            raise InvalidArgumentError(
+                f"each sample must be a dict with {self.input_key!r} (C, H, W) and {self.target_key!r} (L, H, W); "
+                f"got {found}.  See the sample formats in bonelab.datasets (DictDataset builds one from "
+                "arrays), or pass SupervisedTask(input_key=..., target_key=...).")
+        for key in keys:
+            if not isinstance(batch[key], torch.Tensor):
+                raise InvalidArgumentError(
+                    f"sample[{key!r}] collated to a {type(batch[key]).__name__}, not a tensor; the data set must "
+                    "return numpy arrays or tensors of one shape for it.")
+        return {**batch, self.input_key: batch[self.input_key].to(device, torch.float32, non_blocking=True),
+                self.target_key: batch[self.target_key].to(device, self.target_dtype, non_blocking=True)}
+
+    def batch_size(self, batch) -> int:
+        return len(batch[self.input_key])
+
+    def predict(self, model: torch.nn.Module, batch) -> torch.Tensor:
+        return model(batch[self.input_key])
+
+    def _loss(self, output: torch.Tensor, batch):
+        with torch.autocast(output.device.type, enabled=False):  # the loss in float32, also under AMP
+            return self.loss(output.float(), batch[self.target_key])
+
+    def training_loss(self, model: torch.nn.Module, batch):
+        return self._loss(self.predict(model, batch), batch)
+
+    def validation_step(self, model: torch.nn.Module, batch) -> tuple[dict, torch.Tensor | None]:
+        output = self.predict(model, batch).float()
+        terms = _terms(self._loss(output, batch), "the loss")
+        scores = None
+        if self.metric_fn is not None:
+            scores = _per_sample(self.metric_fn(output, batch[self.target_key]), self.batch_size(batch))
+        return _floats(terms), scores
 
 
-def shapes_dataset(n: int, size: int = 32, seed: int = 0, noise: float = 0.05) -> DictDataset:
-    """A toy two-label data set for trying the loop: a disc and a square that may overlap.
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU of two stacks of binary masks: ``a (P, H, W)``, ``b (T, H, W)`` -> ``(P, T)`` float64.
 
-    The image adds the two shapes' "attenuations" (0.5 and 0.8) plus Gaussian noise, like bones
-    overlapping in a radiograph; the labels are the two binary masks (overlap kept).
+    Written here because neither torchvision (box IoU only) nor MONAI (per-channel IoU of one-hot
+    stacks, not pairs) offers it; intersections are one matrix product.  Empty pairs score 0.
 
-    Returns
-    -------
-    DictDataset of ``n`` samples: image (1, size, size), label (2, size, size).
-
-    Examples
-    --------
-    >>> ds = shapes_dataset(3, size=16)
-    >>> ds[0]["image"].shape, ds[0]["label"].shape
-    (torch.Size([1, 16, 16]), torch.Size([2, 16, 16]))
+    >>> a = torch.zeros(1, 4, 4, dtype=torch.bool); a[0, :2] = True       # 8 pixels
+    >>> b = torch.zeros(2, 4, 4, dtype=torch.bool); b[0, :1] = True; b[1] = True
+    >>> mask_iou(a, b)
+    tensor([[0.5000, 0.5000]], dtype=torch.float64)
     """
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    labels = np.zeros((n, 2, size, size), bool)
-    for i in range(n):
-        cy, cx = rng.uniform(0.25, 0.75, 2) * size
-        labels[i, 0] = (yy - cy) ** 2 + (xx - cx) ** 2 < (rng.uniform(0.12, 0.25) * size) ** 2
-        y0, x0 = rng.integers(0, size // 2, 2)
-        side = rng.integers(size // 5, size // 2)
-        labels[i, 1, y0 : y0 + side, x0 : x0 + side] = True
-    images = 0.5 * labels[:, :1] + 0.8 * labels[:, 1:] + rng.normal(0, noise, (n, 1, size, size))
-    return DictDataset(images.astype(np.float32), labels)
+    a, b = a.flatten(1).double(), b.flatten(1).double()
+    inter = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1), 0.0)
 
 
-class DiceBCELoss(torch.nn.Module):
-    """Soft Dice + binary cross-entropy on per-channel sigmoid logits, for multi-label masks.
+def matched_iou(iou: torch.Tensor) -> float:
+    """Symmetric best-match IoU from a ``(P predicted, T true)`` IoU matrix, in [0, 1].
 
-    ``forward(logits (N, L, H, W), target (N, L, H, W) in {0, 1})`` -> scalar
-    ``lambda_dice * DiceLoss + lambda_bce * BCEWithLogits``.  Written here because MONAI 1.6's
-    ``DiceCELoss(sigmoid=True)`` uses binary cross-entropy only for a single channel: with L > 1
-    channels it applies *softmax* cross-entropy across channels, which cannot represent a pixel
-    inside two overlapping bones (or inside none).  The Dice part is MONAI's ``DiceLoss``.
+    Each true instance scores the IoU of its best-matching prediction (missed objects score 0) and
+    each prediction that of its best-matching true instance (false positives score 0); the result
+    is the mean over all ``P + T`` instances, so both misses and spurious detections cost.  NaN
+    when there are neither predictions nor true instances (skipped in the epoch mean).
 
-    >>> import torch
-    >>> t = torch.zeros(1, 2, 4, 4); t[:, :, :2] = 1      # both labels on the same pixels
-    >>> float(DiceBCELoss()(torch.where(t > 0, 9.0, -9.0), t)) < 1e-3
-    True
+    >>> matched_iou(torch.tensor([[1.0, 0.0]]))     # one of two objects found exactly
+    0.6666666666666666
     """
-
-    def __init__(self, batch: bool = True, lambda_dice: float = 1.0, lambda_bce: float = 1.0):
-        super().__init__()
-        from monai.losses import DiceLoss
-
-        self.dice = DiceLoss(sigmoid=True, batch=batch)
-        self.bce = torch.nn.BCEWithLogitsLoss()
-        self.lambda_dice, self.lambda_bce = lambda_dice, lambda_bce
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.lambda_dice * self.dice(logits, target) + self.lambda_bce * self.bce(logits, target)
+    iou = torch.as_tensor(iou, dtype=torch.float64)
+    p, t = iou.shape
+    if p + t == 0:
+        return math.nan
+    if p == 0 or t == 0:
+        return 0.0
+    return float((iou.max(0).values.sum() + iou.max(1).values.sum()) / (p + t))
 
 
-def segmentation_loss(kind: str = "dice_ce", multi_label: bool = True, batch_dice: bool = True) -> torch.nn.Module:
-    """The segmentation loss for ``loss(logits, label)``.
+class DetectionTask(TrainingTask):
+    """Training of torchvision-style detection and instance-segmentation models (Mask R-CNN).
+
+    The model follows torchvision's convention: in train mode ``model(images, targets)`` returns a
+    dict of losses (summed into "loss"; each term logged, e.g. ``train_loss_mask``), in eval mode
+    ``model(images)`` returns one dict per image with ``"boxes"`` ``(P, 4)``, ``"labels"``,
+    ``"scores"`` and, for Mask R-CNN, ``"masks"`` ``(P, 1, H, W)`` probabilities.  Batches are lists
+    (:func:`bonelab.datasets.detection_collate`); samples are described in :mod:`bonelab.datasets`.
+    Validation gives no loss (torchvision models compute none in eval mode) and one score per image:
+    :func:`matched_iou` between the predictions scoring at least ``score_threshold`` and the true
+    instances, on masks (``> mask_threshold``) or, with ``iou="box"``, on boxes
+    (``monai.data.box_utils.box_iou``).
 
     Parameters
     ----------
-    kind : "dice_ce" or "dice_focal"
-        Dice + cross-entropy (multi-label: :class:`DiceBCELoss`; one class per pixel:
-        ``monai.losses.DiceCELoss``) or Dice + focal (``monai.losses.DiceFocalLoss``, whose focal term
-        is a per-channel sigmoid focal loss; for small structures on a large background).
-    multi_label : bool
-        True: sigmoid per channel, label ``(N, L, H, W)`` stacked binary masks (overlaps allowed).
-        False: softmax over channels, label ``(N, 1, H, W)`` class indices (one class per pixel).
-    batch_dice : bool
-        Sum the Dice terms over the whole batch per label (MONAI's ``batch=True``) instead of per
-        image: a label absent from one image (a bone outside the field of view) then does not cost
-        that image a Dice loss near 1 whatever the network predicts.
+    score_threshold : float
+        Predictions below this confidence are ignored when scoring.
+    mask_threshold : float
+        Mask probability above which a pixel belongs to a predicted instance.
+    iou : "mask" or "box"
 
     Examples
     --------
-    >>> import torch
-    >>> loss = segmentation_loss()
-    >>> float(loss(torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8))) > 0
-    True
+    >>> from bonelab.datasets import ShapesInstances
+    >>> task = DetectionTask()
+    >>> images, targets = task.prepare_batch(task.collate(list(ShapesInstances(2, 16))), torch.device("cpu"))
+    >>> exact = [{"masks": t["masks"][:, None].float(), "boxes": t["boxes"], "scores": torch.ones(2),
+    ...           "labels": t["labels"]} for t in targets]
+    >>> task.score(exact[0], targets[0])
+    1.0
     """
-    from monai.losses import DiceCELoss, DiceFocalLoss
 
-    if kind not in ("dice_ce", "dice_focal"):
-        raise InvalidArgumentError(f"kind must be 'dice_ce' or 'dice_focal', got {kind!r}.")
-    if kind == "dice_focal":
-        if multi_label:
-            return DiceFocalLoss(sigmoid=True, batch=batch_dice)
-        return DiceFocalLoss(softmax=True, to_onehot_y=True, batch=batch_dice)
-    if multi_label:
-        return DiceBCELoss(batch=batch_dice)
-    return DiceCELoss(softmax=True, to_onehot_y=True, batch=batch_dice)
+    metric_name = "matched_iou"
+
+    def __init__(self, score_threshold: float = 0.5, mask_threshold: float = 0.5, iou: str = "mask"):
+        if iou not in ("mask", "box"):
+            raise InvalidArgumentError(f"iou must be 'mask' or 'box', got {iou!r}.")
+        self.score_threshold, self.mask_threshold, self.iou = score_threshold, mask_threshold, iou
+
+    def collate(self, samples: list) -> tuple[list, list]:
+        return detection_collate(samples)
+
+    def prepare_batch(self, batch, device: torch.device) -> tuple[list, list]:
+        images, targets = batch
+        needed = ("boxes", "labels") + (("masks",) if self.iou == "mask" else ())
+        for image, target in zip(images, targets):
+            if not isinstance(image, torch.Tensor) or image.ndim != 3:
+                raise InvalidArgumentError(
+                    f"a detection image must be a (C, H, W) tensor, got "
+                    f"{getattr(image, 'shape', type(image).__name__)}; "
+                    "see the sample format in bonelab.datasets.")
+            if not isinstance(target, dict) or not all(k in target for k in needed):
+                found = sorted(target) if isinstance(target, dict) else type(target).__name__
+                raise InvalidArgumentError(
+                    f"a detection target must be a dict with {list(needed)}, got {found}; see the sample format "
+                    "in bonelab.datasets (ShapesInstances is an example).")
+            if target["boxes"].ndim != 2 or target["boxes"].shape[-1] != 4:
+                raise InvalidArgumentError(f"target['boxes'] must be (K, 4) (x0, y0, x1, y1) pixels, got "
+                                           f"{tuple(target['boxes'].shape)}.")
+        return ([image.to(device, torch.float32, non_blocking=True) for image in images],
+                [_to_device(target, device) for target in targets])
+
+    def batch_size(self, batch) -> int:
+        return len(batch[0])
+
+    def predict(self, model: torch.nn.Module, batch) -> list[dict]:
+        return model(batch[0])
+
+    def training_loss(self, model: torch.nn.Module, batch) -> dict:
+        losses = model(*batch)
+        if not isinstance(losses, dict) or not losses:
+            raise InvalidArgumentError(
+                f"in train mode model(images, targets) returned {type(losses).__name__}; a detection model must "
+                "return a dict of loss tensors there (torchvision's convention).")
+        return {**losses, "loss": sum(losses.values())}
+
+    def score(self, prediction: dict, target: dict) -> float:
+        """:func:`matched_iou` of one image's prediction and target (see the class docstring)."""
+        keep = prediction["scores"] >= self.score_threshold
+        if self.iou == "box":
+            from monai.data.box_utils import box_iou
+
+            iou = box_iou(prediction["boxes"][keep].float(), target["boxes"].float())
+        else:
+            predicted = prediction["masks"][keep][:, 0] > self.mask_threshold
+            iou = mask_iou(predicted, target["masks"] > 0)
+        return matched_iou(iou)
+
+    def validation_step(self, model: torch.nn.Module, batch) -> tuple[dict, torch.Tensor]:
+        predictions = self.predict(model, batch)
+        if not isinstance(predictions, (list, tuple)) or len(predictions) != self.batch_size(batch):
+            raise InvalidArgumentError(
+                f"in eval mode model(images) returned {type(predictions).__name__}; a detection model must return "
+                "one dict of predictions per image there (torchvision's convention).")
+        scores = [self.score(p, t) for p, t in zip(predictions, batch[1])]
+        return {}, torch.tensor(scores, dtype=torch.float64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,22 +467,26 @@ def _epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
-    """torch.save to a temporary name in the same folder, then rename (never half-written)."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through :func:`bonelab.files.atomic_path` (never half-written)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _csv_columns(rows: list[dict]) -> list[str]:
+    """The fixed columns, then the named loss terms: ``train_*`` sorted, then ``val_*`` sorted."""
+    extra = {key for row in rows for key in row} - set(CSV_COLUMNS)
+    return [*CSV_COLUMNS, *sorted(k for k in extra if k.startswith("train_")),
+            *sorted(k for k in extra if not k.startswith("train_"))]
 
 
 def _write_csv_atomic(rows: list[dict], path: Path) -> None:
     """Rewrite the whole metrics table from the checkpoint's history, so after an interruption
     the CSV always matches ``last.pt`` (appending could leave a row of an epoch that was lost)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=_csv_columns(rows), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
+    write_text(path, buffer.getvalue())
 
 
 def _read_checkpoint(path: Path, map_location="cpu") -> dict:
@@ -331,6 +533,7 @@ class TrainResult:
     best_epoch: int
     best_metric: float
     history: list  # one dict per epoch, the rows of metrics.csv
+    metric_name: str = "neg_val_loss"  # what val_metric and best_metric measure
 
     @property
     def last_checkpoint(self) -> Path:
@@ -356,13 +559,22 @@ class _Dist:
     def main(self) -> bool:
         return self.rank == 0
 
-    def sum(self, values: list[float]) -> list[float]:
-        """Sum numbers over all processes (identity when not distributed)."""
+    def sum(self, values: dict) -> dict:
+        """Sum named numbers over all processes, key by key (identity when not distributed).  Keys
+        may differ between processes (a rank without validation batches has no loss terms)."""
         if self.world == 1:
             return values
-        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(tensor)
-        return tensor.tolist()
+        gathered = [None] * self.world
+        dist.all_gather_object(gathered, values)
+        return {k: sum(d.get(k, 0.0) for d in gathered) for k in sorted(set().union(*gathered))}
+
+    def any(self, flag: bool) -> bool:
+        """True when ``flag`` is True on any process."""
+        if self.world == 1:
+            return flag
+        tensor = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
 
 
 def _init_distributed(device) -> _Dist:
@@ -404,16 +616,6 @@ def _tensorboard_writer(setting, out_dir: Path):
     return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
 
 
-def _unpack(batch, device: torch.device):
-    if not isinstance(batch, dict) or "image" not in batch or "label" not in batch:
-        raise InvalidArgumentError(
-            "each sample must be a dict with 'image' (C, H, W) and 'label' (L, H, W); see the batch "
-            "format in bonelab.train (bonelab.train.DictDataset builds one from arrays)."
-        )
-    return (batch["image"].to(device, torch.float32, non_blocking=True),
-            batch["label"].to(device, torch.float32, non_blocking=True))
-
-
 def _check_arguments(train_ds, val_ds, epochs, batch_size, lr, weight_decay, schedule, num_workers):
     for name, ds in (("train_ds", train_ds), ("val_ds", val_ds)):
         if len(ds) == 0:
@@ -428,21 +630,55 @@ def _check_arguments(train_ds, val_ds, epochs, batch_size, lr, weight_decay, sch
         raise InvalidArgumentError(f"schedule must be one of {SCHEDULES}, got {schedule!r}.")
 
 
+def _choose_task(task, loss, metric_fn) -> TrainingTask:
+    """The task of a run: ``task``, or a :class:`SupervisedTask` of ``loss`` and ``metric_fn``."""
+    if (task is None) == (loss is None):
+        raise InvalidArgumentError("pass exactly one of task= (a bonelab.train.TrainingTask) and loss= "
+                                   "(shorthand for task=SupervisedTask(loss, metric_fn)).")
+    if task is None:
+        return SupervisedTask(loss, metric_fn)
+    if metric_fn is not None:
+        raise InvalidArgumentError("metric_fn= goes with loss=; with task= the task scores validation "
+                                   "(e.g. SupervisedTask(loss, metric_fn)).")
+    if not isinstance(task, TrainingTask):
+        raise InvalidArgumentError(f"task must be a bonelab.train.TrainingTask (e.g. SupervisedTask, DetectionTask), "
+                                   f"got {type(task).__name__}.")
+    return task
+
+
+def _check_spec(spec, model: torch.nn.Module) -> None:
+    """Refuse a spec whose network would not take ``model``'s weights (before any work)."""
+    from bonelab.models import ModelSpec
+
+    if not isinstance(spec, ModelSpec):
+        raise InvalidArgumentError(f"spec must be a bonelab.models.ModelSpec, got {type(spec).__name__}.")
+    with torch.random.fork_rng(devices=[]):  # building initialises weights: leave the caller's RNG alone
+        built = {k: v.shape for k, v in spec.build().state_dict().items()}
+    trained = {k: v.shape for k, v in model.state_dict().items()}
+    if built != trained:
+        differ = sorted(set(built) ^ set(trained)) or [k for k in built if built[k] != trained[k]]
+        raise InvalidArgumentError(
+            f"spec {spec.architecture}({spec.settings}) builds a network whose weights do not match the model's "
+            f"(first difference: {differ[0]!r}); pass the spec the model was built from.")
+
+
 def train(
     model: torch.nn.Module,
     train_ds: Dataset,
     val_ds: Dataset,
     *,
-    loss: Callable,
     out_dir,
     epochs: int,
+    loss: Callable | None = None,
+    metric_fn: Callable | None = None,
+    task: TrainingTask | None = None,
+    spec=None,
     batch_size: int = 8,
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
     seed: int = 0,
     device=None,
     amp: bool | None = None,
-    metric_fn: Callable | None = None,
     num_workers: int = 0,
     resume: bool = True,
     progress: bool = True,
@@ -454,15 +690,22 @@ def train(
     Parameters
     ----------
     model : torch.nn.Module
-        Maps ``image (N, C, H, W)`` to logits ``(N, L, H, W)``; trained in place.
+        The network; trained in place.  What it takes and returns is the task's business (for
+        :class:`SupervisedTask`: ``image (N, C, H, W)`` or ``(N, C, D, H, W)`` -> output).
     train_ds, val_ds : Dataset
-        Samples in the batch format of this module (dicts with "image" and "label").
-    loss : callable
-        ``loss(logits, label)`` -> scalar tensor, e.g. :func:`segmentation_loss`.
+        Samples in the task's format (:mod:`bonelab.datasets`).
     out_dir : path
-        Run folder: ``last.pt``, ``best.pt``, ``metrics.csv`` (and ``tensorboard/``).
+        Run folder: ``last.pt``, ``best.pt``, ``metrics.csv`` (and ``tensorboard/``, ``model.json``).
     epochs : int
         Total number of epochs (a resumed run continues up to this number).
+    loss, metric_fn : callable
+        Shorthand for ``task=SupervisedTask(loss, metric_fn)`` (see :class:`SupervisedTask`).
+    task : TrainingTask
+        What is trained and how it is scored; pass either ``task`` or ``loss``.
+    spec : bonelab.models.ModelSpec or None
+        Written to ``out_dir/model.json`` before the first epoch, so that
+        :func:`bonelab.models.load_model` can rebuild the network; it must build a network with
+        ``model``'s weight shapes.
     batch_size : int
         Samples per step and per process (under torchrun the global batch is ``world * batch_size``).
     lr, weight_decay : float
@@ -475,9 +718,6 @@ def train(
     amp : bool or None
         Mixed precision; None means on for CUDA (float16 with a GradScaler), off on CPU
         (``amp=True`` on CPU uses bfloat16).
-    metric_fn : callable or None
-        ``metric_fn(logits, label)`` -> per-sample scores ``(N,)`` or a float (batch mean), higher
-        is better; its mean over ``val_ds`` picks ``best.pt``.  None: the negative validation loss.
     num_workers : int
         DataLoader worker processes (seeded through ``worker_init_fn``).
     resume : bool
@@ -496,6 +736,13 @@ def train(
     -------
     TrainResult
 
+    Raises
+    ------
+    InvalidArgumentError
+        Impossible settings, a sample the task cannot use, a loss without a "loss" total.
+    InvalidValuesError
+        A non-finite training loss (names the epoch and step; nothing is trained on NaN).
+
     Distributed training: launch the same script with ``torchrun --nproc_per_node=K script.py``;
     ``train`` joins the process group (gloo on CPU, nccl on CUDA), shards the training set with a
     DistributedSampler and validation by index, averages the metrics over all processes, and only
@@ -508,24 +755,27 @@ def train(
     >>> from bonelab.metrics import batch_dice
     >>> seed_everything(0); net = unet2d(out_channels=2, channels=(4, 8), num_res_units=0)
     >>> result = train(net, shapes_dataset(8, 16), shapes_dataset(4, 16, seed=1),
-    ...                loss=segmentation_loss(), out_dir=tempfile.mkdtemp(), epochs=1,
-    ...                batch_size=4, metric_fn=batch_dice, progress=False)
-    >>> [row["epoch"] for row in result.history]
-    [1]
+    ...                task=SupervisedTask(segmentation_loss(), batch_dice), out_dir=tempfile.mkdtemp(),
+    ...                epochs=1, batch_size=4, progress=False)
+    >>> [row["epoch"] for row in result.history], result.metric_name
+    ([1], 'batch_dice')
     """
     _check_arguments(train_ds, val_ds, epochs, batch_size, lr, weight_decay, schedule, num_workers)
+    task = _choose_task(task, loss, metric_fn)
+    if spec is not None:
+        _check_spec(spec, model)
     ctx = _init_distributed(device)
     try:
-        return _fit(model, train_ds, val_ds, ctx, loss=loss, out_dir=Path(out_dir), epochs=epochs,
+        return _fit(model, train_ds, val_ds, ctx, task=task, spec=spec, out_dir=Path(out_dir), epochs=epochs,
                     batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, amp=amp,
-                    metric_fn=metric_fn, num_workers=num_workers, resume=resume, progress=progress,
+                    num_workers=num_workers, resume=resume, progress=progress,
                     tensorboard=tensorboard, schedule=schedule)
     finally:
         if ctx.owns_group:
             dist.destroy_process_group()
 
 
-def _loaders(train_ds, val_ds, ctx: _Dist, batch_size, num_workers, seed, epoch):
+def _loaders(train_ds, val_ds, ctx: _Dist, task: TrainingTask, batch_size, num_workers, seed, epoch):
     """This epoch's loaders: shuffled training batches (sharded under DDP), validation in order."""
     generator = _epoch_generator(seed, epoch, ctx.rank)
     _seed_transforms(train_ds, generator.initial_seed() % 2**32)  # used when num_workers == 0
@@ -535,8 +785,8 @@ def _loaders(train_ds, val_ds, ctx: _Dist, batch_size, num_workers, seed, epoch)
         val_ds = Subset(val_ds, range(ctx.rank, len(val_ds), ctx.world))
     else:
         sampler = RandomSampler(train_ds, generator=generator)
-    common = dict(batch_size=batch_size, num_workers=num_workers, worker_init_fn=_seed_worker,
-                  generator=generator, pin_memory=ctx.device.type == "cuda")
+    common = {"batch_size": batch_size, "num_workers": num_workers, "worker_init_fn": _seed_worker,
+              "generator": generator, "pin_memory": ctx.device.type == "cuda", "collate_fn": task.collate}
     return DataLoader(train_ds, sampler=sampler, **common), DataLoader(val_ds, shuffle=False, **common)
 
 
@@ -546,6 +796,7 @@ class _Run:
 
     model: torch.nn.Module
     net: torch.nn.Module  # the model, wrapped in DistributedDataParallel when distributed
+    task: TrainingTask
     optimizer: torch.optim.Optimizer
     scheduler: object
     scaler: torch.amp.GradScaler
@@ -576,47 +827,78 @@ def _resume(run: _Run, last_path: Path) -> dict:
     return {k: ckpt[k] for k in ("epoch", "best_metric", "best_epoch", "history")}
 
 
-def _train_epoch(run: _Run, loader, loss, ctx: _Dist, bar, epoch: int) -> tuple[float, int]:
-    """One pass over the training batches; returns (sum of sample losses, samples seen)."""
+def _check_finite_loss(terms: dict, ctx: _Dist, epoch: int, step: int) -> None:
+    """Stop (on every process together) at the first non-finite loss instead of training on it."""
+    if ctx.any(not bool(torch.isfinite(terms["loss"].detach()).all())):
+        values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+        raise InvalidValuesError(
+            f"the training loss is not finite at epoch {epoch}, step {step} ({values}, on some process); "
+            "lower lr, check the inputs for NaN (bonelab.files.check_finite), or try amp=False.  "
+            "last.pt holds the previous epoch.")
+
+
+def _train_epoch(run: _Run, loader, ctx: _Dist, bar, epoch: int) -> dict:
+    """One pass over the training batches; returns the sample-weighted sums of every loss term
+    (``train_<name>``) and ``samples``."""
     run.net.train()
-    loss_sum, seen = 0.0, 0
-    for batch in loader:
-        image, label = _unpack(batch, ctx.device)
+    sums = {"samples": 0}
+    for step, batch in enumerate(loader, start=1):
+        batch = run.task.prepare_batch(batch, ctx.device)
+        n = run.task.batch_size(batch)
         run.optimizer.zero_grad(set_to_none=True)
         with run.autocast(ctx.device):
-            logits = run.net(image)
-        batch_loss = loss(logits.float(), label)  # the loss in float32, also under AMP
-        run.scaler.scale(batch_loss).backward()
+            terms = _terms(run.task.training_loss(run.net, batch), f"{type(run.task).__name__}.training_loss")
+        _check_finite_loss(terms, ctx, epoch, step)
+        run.scaler.scale(terms["loss"]).backward()
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.scheduler.step()
-        value = float(batch_loss.detach())
-        loss_sum += value * len(image)
-        seen += len(image)
+        for name, value in terms.items():
+            sums[f"train_{name}"] = sums.get(f"train_{name}", 0.0) + float(value.detach()) * n
+        sums["samples"] += n
         bar.update()
-        bar.set_postfix(epoch=epoch, loss=f"{value:.4f}")
-    return loss_sum, seen
+        bar.set_postfix(epoch=epoch, loss=f"{float(terms['loss'].detach()):.4f}")
+    return sums
 
 
-def _validate(run: _Run, loader, loss, metric_fn, ctx: _Dist) -> tuple[float, int, float, int]:
-    """Validation pass; returns (loss sum, samples, metric sum, metric count), NaN scores skipped."""
+def _validate(run: _Run, loader, ctx: _Dist) -> dict:
+    """Validation pass; returns sample-weighted sums of the named terms (``val_<name>``),
+    ``val_samples``, and the sum and count of the defined scores (NaN skipped)."""
     run.net.eval()
-    loss_sum, seen, metric_sum, metric_n = 0.0, 0, 0.0, 0
+    sums = {"val_samples": 0, "score_sum": 0.0, "score_count": 0, "scored_batches": 0}
     with torch.no_grad():
         for batch in loader:
-            image, label = _unpack(batch, ctx.device)
+            batch = run.task.prepare_batch(batch, ctx.device)
+            n = run.task.batch_size(batch)
             with run.autocast(ctx.device):
-                logits = run.net(image)
-            logits = logits.float()
-            loss_sum += float(loss(logits, label)) * len(image)
-            seen += len(image)
-            if metric_fn is not None:
-                scores = torch.as_tensor(metric_fn(logits, label), dtype=torch.float64).flatten().cpu()
-                weight = len(image) if scores.numel() == 1 else 1  # a float is the batch mean
+                terms, scores = run.task.validation_step(run.net, batch)
+            for name, value in terms.items():
+                sums[f"val_{name}"] = sums.get(f"val_{name}", 0.0) + float(value) * n
+            sums["val_samples"] += n
+            if scores is not None:
+                scores = torch.as_tensor(scores, dtype=torch.float64).flatten().cpu()
                 valid = ~torch.isnan(scores)
-                metric_sum += float(scores[valid].sum()) * weight
-                metric_n += int(valid.sum()) * weight
-    return loss_sum, seen, metric_sum, metric_n
+                sums["score_sum"] += float(scores[valid].sum())
+                sums["score_count"] += int(valid.sum())
+                sums["scored_batches"] += 1
+    return sums
+
+
+def _epoch_row(sums: dict, task: TrainingTask) -> dict:
+    """Epoch means of the reduced sums: train_*/val_* terms and the validation metric."""
+    means = {k: v / sums["samples"] for k, v in sums.items() if k.startswith("train_")}
+    means.update({k: v / sums["val_samples"] for k, v in sums.items() if k.startswith("val_")
+                  and k != "val_samples"})
+    means.setdefault("val_loss", math.nan)
+    if sums["scored_batches"]:
+        metric = sums["score_sum"] / sums["score_count"] if sums["score_count"] else math.nan
+    elif not math.isnan(means["val_loss"]):
+        metric = -means["val_loss"]
+    else:
+        raise InvalidArgumentError(
+            f"{type(task).__name__}.validation_step returned neither a 'loss' term nor scores, so no model "
+            "can be called best; return per-sample scores or a validation loss.")
+    return {**means, "val_metric": metric}
 
 
 def _save(run: _Run, state: dict, out_dir: Path, improved: bool, writer) -> None:
@@ -624,7 +906,7 @@ def _save(run: _Run, state: dict, out_dir: Path, improved: bool, writer) -> None
     weights = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
     row = state["history"][-1]
     common = {"format": CHECKPOINT_FORMAT, "epoch": state["epoch"], "model": weights,
-              "config": run.config, "metric": row["val_metric"]}
+              "config": run.config, "metric": row["val_metric"], "metric_name": run.task.metric_name}
     _save_atomic({**common, **state, "optimizer": run.optimizer.state_dict(),
                   "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
                   "rng": _rng_state()}, out_dir / "last.pt")
@@ -632,27 +914,32 @@ def _save(run: _Run, state: dict, out_dir: Path, improved: bool, writer) -> None
         _save_atomic(common, out_dir / "best.pt")
     _write_csv_atomic(state["history"], out_dir / "metrics.csv")
     if writer is not None:
-        for key in ("train_loss", "val_loss", "val_metric", "lr"):
-            writer.add_scalar(key, row[key], state["epoch"])
+        for key in _csv_columns([row]):
+            if key == "lr" or key.startswith(("train_", "val_")):
+                writer.add_scalar(key, row[key], state["epoch"])
 
 
-def _fit(model, train_ds, val_ds, ctx: _Dist, *, loss, out_dir, epochs, batch_size, lr, weight_decay,
-         seed, amp, metric_fn, num_workers, resume, progress, tensorboard, schedule) -> TrainResult:
+def _fit(model, train_ds, val_ds, ctx: _Dist, *, task, spec, out_dir, epochs, batch_size, lr, weight_decay,
+         seed, amp, num_workers, resume, progress, tensorboard, schedule) -> TrainResult:
     from tqdm.auto import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    if spec is not None and ctx.main:
+        from bonelab.models import save_spec
+
+        save_spec(out_dir, spec)
     model.to(ctx.device)
     use_amp = ctx.device.type == "cuda" if amp is None else bool(amp)
     amp_dtype = torch.float16 if ctx.device.type == "cuda" else torch.bfloat16
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(math.ceil(len(train_ds) / ctx.world) / batch_size)
     run = _Run(
-        model=model, net=model, optimizer=optimizer,
+        model=model, net=model, task=task, optimizer=optimizer,
         scheduler=_make_scheduler(optimizer, schedule, lr, epochs * steps_per_epoch),
         scaler=torch.amp.GradScaler(ctx.device.type, enabled=use_amp and amp_dtype == torch.float16),
         amp_dtype=amp_dtype, use_amp=use_amp,
-        config=dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                    schedule=schedule, world_size=ctx.world),
+        config={"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+                "seed": seed, "schedule": schedule, "world_size": ctx.world, "task": type(task).__name__},
     )
     if resume and (out_dir / "last.pt").exists():
         state = _resume(run, out_dir / "last.pt")
@@ -668,24 +955,22 @@ def _fit(model, train_ds, val_ds, ctx: _Dist, *, loss, out_dir, epochs, batch_si
 
     for epoch in range(state["epoch"] + 1, epochs + 1):
         start = time.perf_counter()
-        train_loader, val_loader = _loaders(train_ds, val_ds, ctx, batch_size, num_workers, seed, epoch)
-        loss_sum, seen = _train_epoch(run, train_loader, loss, ctx, bar, epoch)
+        train_loader, val_loader = _loaders(train_ds, val_ds, ctx, task, batch_size, num_workers, seed, epoch)
+        train_sums = _train_epoch(run, train_loader, ctx, bar, epoch)
         train_seconds = time.perf_counter() - start
-        sums = ctx.sum([loss_sum, seen, *_validate(run, val_loader, loss, metric_fn, ctx)])
-        loss_sum, seen, val_loss_sum, val_seen, metric_sum, metric_n = sums
-        val_loss = val_loss_sum / val_seen
-        metric = -val_loss if metric_fn is None else (metric_sum / metric_n if metric_n else math.nan)
+        sums = ctx.sum({**train_sums, **_validate(run, val_loader, ctx)})
+        means = _epoch_row(sums, task)
+        metric = means["val_metric"]
         improved = state["best_epoch"] == 0 or metric > state["best_metric"] or (
             math.isnan(state["best_metric"]) and not math.isnan(metric))
         if improved:
             state["best_metric"], state["best_epoch"] = metric, epoch
         state["epoch"] = epoch
         state["history"].append({
-            "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / seen,
-            "val_loss": val_loss, "val_metric": metric, "improved": int(improved),
-            "seconds": time.perf_counter() - start, "samples_per_s": seen / train_seconds,
+            "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **means, "improved": int(improved),
+            "seconds": time.perf_counter() - start, "samples_per_s": sums["samples"] / train_seconds,
         })
-        bar.set_postfix(epoch=epoch, loss=f"{loss_sum / seen:.4f}", val=f"{metric:.4f}")
+        bar.set_postfix(epoch=epoch, loss=f"{means['train_loss']:.4f}", val=f"{metric:.4f}")
         if ctx.main:
             _save(run, state, out_dir, improved, writer)
         if ctx.world > 1:
@@ -694,4 +979,5 @@ def _fit(model, train_ds, val_ds, ctx: _Dist, *, loss, out_dir, epochs, batch_si
     bar.close()
     if writer is not None:
         writer.close()
-    return TrainResult(out_dir, state["epoch"], state["best_epoch"], state["best_metric"], state["history"])
+    return TrainResult(out_dir, state["epoch"], state["best_epoch"], state["best_metric"], state["history"],
+                       task.metric_name)
