@@ -7,7 +7,7 @@ Every network here maps an image batch to *logits* of the same spatial size:
 
 For multi-label segmentation (overlapping bones) apply ``torch.sigmoid`` per channel; for
 one-class-per-pixel segmentation apply ``softmax`` over the channel axis.  The matching losses are
-in :func:`bonelab.train.segmentation_loss`.
+in :func:`bonelab.losses.segmentation_loss`.
 """
 
 from __future__ import annotations

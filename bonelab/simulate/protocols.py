@@ -68,7 +68,8 @@ class View:
             raise InvalidArgumentError(f"viewer {self.viewer!r} is unknown; use one of {VIEWERS}.")
 
 
-def _physics(kvp, shifted_kvp, spr, shifted_spr, photons=(1e3, 3e4), fixed_photons=1e4) -> dict:
+def _physics(kvp, shifted_kvp, spr, shifted_spr, photons=(1e3, 3e4), fixed_photons=1e4,
+             shifted_photons=(2e2, 5e2)) -> dict:
     """The three named physics settings of a protocol: ``random`` (domain randomisation ranges),
     ``fixed`` (one typical setting, the middle of each range) and ``shifted`` (outside the
     training ranges: harder beam, more noise, scatter and blur; for robustness tests)."""
@@ -82,7 +83,7 @@ def _physics(kvp, shifted_kvp, spr, shifted_spr, photons=(1e3, 3e4), fixed_photo
         "photons": float(fixed_photons), "electronic_sigma": 2.0,
         "scatter_to_primary": round(float(np.mean(spr)), 2), "scatter_sigma_mm": 25.0, "blur_px": 0.6,
         "gamma": 1.0, "window_low_pct": 0.5, "window_high_pct": 99.5}.items()}
-    shifted = {**random, "kvp": shifted_kvp, "filtration_mm_al": (5.0, 7.0), "photons": (2e2, 5e2),
+    shifted = {**random, "kvp": shifted_kvp, "filtration_mm_al": (5.0, 7.0), "photons": shifted_photons,
                "electronic_sigma": (8.0, 12.0), "scatter_to_primary": shifted_spr,
                "scatter_sigma_mm": (20.0, 40.0), "blur_px": (1.6, 2.2), "gamma": (1.7, 2.2)}
     return {"random": random, "fixed": mid, "shifted": shifted}
@@ -266,7 +267,8 @@ register_protocol(Protocol(
     center=".*", fov_mm=(380.0, 430.0), size=256, spacing_mm=2.5,
     sdd_mm=(1750.0, 1850.0), odd_mm=(130.0, 200.0),
     jitter={"angle_deg": 4.0, "tilt_deg": 4.0, "roll_deg": 4.0, "shift_fraction": 0.05},
-    physics=_physics(kvp=(110, 125), shifted_kvp=(70, 80), spr=(0.3, 1.0), shifted_spr=(2.0, 3.0)),
+    physics=_physics(kvp=(110, 125), shifted_kvp=(70, 80), spr=(0.3, 1.0), shifted_spr=(2.0, 3.0),
+                     photons=(5e4, 5e5), fixed_photons=2e5, shifted_photons=(3e3, 6e3)),
     grid=True, reference="PA chest at 180 cm SID, 110-125 kVp with a grid (European guidelines on "
                          "quality criteria for diagnostic radiographic images, EUR 16260, 1996)"))
 
@@ -280,7 +282,8 @@ register_protocol(Protocol(
     on_top=("implant",), fov_mm=(240.0, 300.0), size=256, spacing_mm=1.5,
     sdd_mm=(1000.0, 1150.0), odd_mm=(150.0, 250.0),
     jitter={"angle_deg": 5.0, "tilt_deg": 5.0, "roll_deg": 5.0, "shift_fraction": 0.08},
-    physics=_physics(kvp=(80, 95), shifted_kvp=(60, 66), spr=(0.5, 1.5), shifted_spr=(3.0, 4.0)),
+    physics=_physics(kvp=(80, 95), shifted_kvp=(60, 66), spr=(0.5, 1.5), shifted_spr=(3.0, 4.0),
+                     photons=(3e4, 3e5), fixed_photons=1e5, shifted_photons=(2e3, 5e3)),
     grid=True, reference="lumbar spine AP 75-85 kVp, lateral 85-95 kVp, 100-115 cm SID with a grid "
                          "(EUR 16260, 1996; Bontrager)"))
 
@@ -291,7 +294,8 @@ register_protocol(Protocol(
     center=r"femur_left|femur_right|pelvis|hip_left|hip_right",
     fov_mm=(300.0, 360.0), size=256, spacing_mm=1.5, sdd_mm=(1000.0, 1150.0), odd_mm=(130.0, 220.0),
     jitter={"angle_deg": 4.0, "tilt_deg": 4.0, "roll_deg": 4.0, "shift_fraction": 0.05},
-    physics=_physics(kvp=(70, 85), shifted_kvp=(100, 110), spr=(0.4, 1.2), shifted_spr=(2.5, 3.5)),
+    physics=_physics(kvp=(70, 85), shifted_kvp=(100, 110), spr=(0.4, 1.2), shifted_spr=(2.5, 3.5),
+                     photons=(3e4, 3e5), fixed_photons=1e5, shifted_photons=(2e3, 5e3)),
     grid=True, reference="AP pelvis 75-80 kVp, 115 cm SID with a grid (EUR 16260, 1996; Bontrager)"))
 
 

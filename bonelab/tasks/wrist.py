@@ -66,7 +66,8 @@ def train(data, out, *, epochs: int = 20, batch_size: int = 16, lr: float = 3e-3
     from bonelab import simulate
     from bonelab.metrics import batch_dice
     from bonelab.tasks import check_dataset
-    from bonelab.train import segmentation_loss, seed_everything
+    from bonelab.losses import segmentation_loss
+    from bonelab.train import seed_everything
     from bonelab.train import train as train_loop
 
     info = check_dataset(data, _this())
@@ -75,12 +76,9 @@ def train(data, out, *, epochs: int = 20, batch_size: int = 16, lr: float = 3e-3
     model = spec.build()
     train_ds = simulate.load_split(data, "train", transform=augmentation(flip))
     val_ds = simulate.load_split(data, "val")
-    from bonelab.models import save_spec  # TODO(merge): pass spec= to train_loop once it takes one
-
-    save_spec(out, spec)
     result = train_loop(model, train_ds, val_ds, loss=segmentation_loss(), out_dir=out, epochs=epochs,
                         batch_size=batch_size, lr=lr, seed=seed, metric_fn=batch_dice, device=device,
-                        progress=progress, resume=resume, schedule="onecycle")
+                        progress=progress, resume=resume, schedule="onecycle", spec=spec)
     return model, result
 
 
