@@ -74,6 +74,9 @@ class XrayImage:
     inverted_on_read : True when the stored values were turned around on reading (MONOCHROME1,
         or a Presentation LUT Shape INVERSE), so that ``array`` is as displayed
     spacing_source : the tag ``pixel_mm`` came from (e.g. ``"ImagerPixelSpacing (0018,1164)"``)
+    orientation : the DICOM Patient Orientation (0020,0020): the patient directions along a row
+        (left to right) and down a column, e.g. ``("L", "F")`` for a PA chest hung as if facing
+        the patient; None when the file does not say
     """
 
     array: np.ndarray
@@ -82,6 +85,7 @@ class XrayImage:
     photometric: str | None = None
     inverted_on_read: bool = False
     spacing_source: str | None = None
+    orientation: tuple | None = None
 
 
 def find_pydicom_radiograph(name: str) -> Path:
@@ -182,7 +186,7 @@ def read_xray(path) -> XrayImage:
     DICOM: the Photometric Interpretation (0028,0004) is recorded; ``MONOCHROME1`` values are
     turned around (SimpleITK does it on reading; checked against pydicom's stored values, and done
     here if it did not), as is a Presentation LUT Shape INVERSE; a radiograph for presentation is
-    then ``polarity="bone-bright"``.  The spacing (row, column, mm) comes from ImagerPixelSpacing
+    then ``polarity="bone-bright"``; its Patient Orientation is kept.  The spacing (row, column, mm) comes from ImagerPixelSpacing
     (0018,1164), else PixelSpacing (0028,0030); a zero, negative, non-finite or missing one gives
     ``pixel_mm=None`` and a warning naming the file and what it holds.  PNG, TIFF and JPEG state
     neither polarity nor spacing: both None, without a warning.
@@ -213,7 +217,8 @@ def read_xray(path) -> XrayImage:
         return XrayImage(arr)
     arr, polarity, photometric, inverted = _dicom_display(path, reader, arr)
     spacing, source = _dicom_spacing(path, reader, arr.shape)
-    return XrayImage(arr, spacing, polarity, photometric, inverted, source)
+    orientation = tuple(_tag(reader, "0020|0020").split("\\")) if _tag(reader, "0020|0020") else None
+    return XrayImage(arr, spacing, polarity, photometric, inverted, source, orientation)
 
 
 def normalize(image, percentiles=(0.5, 99.5)) -> np.ndarray:

@@ -84,6 +84,11 @@ def test_inverted_image_is_inverted_back():
     assert 2 * (masks[0] & truth).sum() / (masks[0].sum() + truth.sum()) > 0.9
     segment_xray(img.max() - img, net, size=32, invert=False)  # the reader overrides the check
     assert float(net.seen.mean()) > float(upright.mean()) + 0.2
+    as_is = net.seen.clone()
+    segment_xray(XrayImage(img.max() - img, polarity="bone-bright"), net, size=32)  # the file's word wins
+    np.testing.assert_array_equal(net.seen.numpy(), as_is.numpy())
+    segment_xray(XrayImage(img, polarity="bone-dark"), net, size=32)
+    np.testing.assert_allclose(net.seen.numpy(), as_is.numpy(), atol=1e-6)
 
 
 def dicom(path, pixels, photometric, **tags):
@@ -277,11 +282,11 @@ def real_radiograph(name):
     return find_pydicom_radiograph(name)
 
 
-@pytest.mark.parametrize("name, shape, spacing_warning", ids=["RG1", "RG3"], argvalues=[
-    ("RG1_UNCI.dcm", (1955, 1841), r"PixelSpacing \(0028,0030\) = '0.000\\\\0.000'"),
-    ("RG3_UNCI.dcm", (1760, 1760), "no ImagerPixelSpacing or PixelSpacing"),
+@pytest.mark.parametrize("name, shape, orientation, spacing_warning", ids=["RG1", "RG3"], argvalues=[
+    ("RG1_UNCI.dcm", (1955, 1841), ("L", "F"), r"PixelSpacing \(0028,0030\) = '0.000\\\\0.000'"),
+    ("RG3_UNCI.dcm", (1760, 1760), ("R", "F"), "no ImagerPixelSpacing or PixelSpacing"),
 ])
-def test_real_radiographs_read_bone_bright(name, shape, spacing_warning):
+def test_real_radiographs_read_bone_bright(name, shape, orientation, spacing_warning):
     """Both NEMA computed radiographs are MONOCHROME1 and bright at their collimated borders;
     neither states a usable spacing (RG1 says 0 x 0, RG3 none: checked with pydicom)."""
     import pydicom
@@ -291,16 +296,19 @@ def test_real_radiographs_read_bone_bright(name, shape, spacing_warning):
     assert "ImagerPixelSpacing" not in header
     with pytest.warns(UserWarning, match=spacing_warning):
         image = read_xray(path)
-    assert image.array.shape == shape and image.pixel_mm is None
+    assert image.array.shape == shape and image.pixel_mm is None and image.orientation == orientation
     assert (image.photometric, image.inverted_on_read, image.polarity) == ("MONOCHROME1", True, "bone-bright")
     film = normalize(image.array)
     assert not looks_inverted(film) and looks_inverted(1 - film)
-    net = Spy()
-    segment_xray(image, net, size=64, invert="auto")
-    segment_xray(image, Spy(), size=64, invert=False)
-    upright = net.seen
-    segment_xray(XrayImage(image.array), net, size=64)  # no polarity stated: the heuristic decides
-    np.testing.assert_allclose(net.seen.numpy(), upright.numpy(), atol=1e-6)
+    seen = {}
+    for case, (given, invert) in {"auto": (image, "auto"), "as is": (image, False),
+                                  "heuristic": (XrayImage(image.array), "auto"),  # no polarity stated
+                                  "stated dark": (XrayImage(-image.array, polarity="bone-dark"), "auto")}.items():
+        net = Spy()
+        segment_xray(given, net, size=64, invert=invert)
+        seen[case] = net.seen.numpy()
+    for case in ("auto", "heuristic", "stated dark"):
+        np.testing.assert_allclose(seen[case], seen["as is"], atol=1e-5, err_msg=case)
 
 
 def read_real(name):
