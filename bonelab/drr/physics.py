@@ -580,6 +580,53 @@ def photons_from_mas(spectrum: Spectrum, mas: float, *, sdd_mm: float, pixel_mm)
     return spectrum.total_fluence * mas * (1000.0 / sdd_mm) ** 2 * area_cm2
 
 
+# --------------------------------------------------------------------------------------------
+# Dose: entrance air kerma
+# --------------------------------------------------------------------------------------------
+_KEV_PER_G_TO_UGY = 1.602176634e-16 * 1e3 * 1e6  # keV/g -> J/kg (Gy) -> uGy
+
+
+def entrance_air_kerma(spectrum: Spectrum, mas: float, *, distance_mm: float) -> float:
+    """Entrance air kerma (uGy): the air kerma free in air, without backscatter, at
+    ``distance_mm`` (mm) from the focal spot, for ``mas`` (mAs) of the tube ``spectrum``.
+
+    ``K = mas * (1000 / distance_mm)**2 * sum_E fluence(E) * E * (mu_en/rho)_air(E)``: spekpy's
+    fluence per mAs at 1 m, inverse-square to the distance (no attenuation in air), NIST's
+    mass energy-absorption coefficients of air (as in :attr:`Spectrum.hvl_mm_al`).  For the
+    patient's entrance, ``distance_mm`` is the focus-to-skin distance, i.e. the source-to-image
+    distance less the patient's thickness and the gap to the detector.  The entrance *surface*
+    dose that dose surveys quote includes backscatter from the patient: multiply by a
+    backscatter factor of about 1.3-1.5 (IAEA TRS-457, 2007) to compare.
+
+    A sanity check (tested): a PA chest at 120 kVp with 2.5 mm Al and the 0.1 mm Cu that chest
+    stands add, 2.5 mAs, focus-to-skin 1550 mm (1800 mm SID, 250 mm of patient and gap) gives
+    about 100 uGy, i.e. an entrance surface dose of about 0.14 mGy: at the UK national reference
+    dose of 0.15 mGy for a PA chest (Hart, Hillier & Shrimpton 2012, HPA-CRCE-034) and below the
+    European reference of 0.3 mGy (European Commission 1996, EUR 16260).
+
+    >>> chest = spectrum(120, 2.5, extra_filtration={"Cu": 0.1})
+    >>> round(entrance_air_kerma(chest, 2.5, distance_mm=1550.0))
+    103
+    """
+    if not (np.isfinite(mas) and mas > 0 and np.isfinite(distance_mm) and distance_mm > 0):
+        raise InvalidArgumentError(f"mas and distance_mm must be positive (mAs, mm); got {mas!r} and {distance_mm!r}.")
+    per_mas_at_1m = float(_air_kerma_weights(spectrum.energies_keV, spectrum.fluence).sum()) * _KEV_PER_G_TO_UGY
+    return per_mas_at_1m * float(mas) * (1000.0 / float(distance_mm)) ** 2
+
+
+def mas_for_entrance_kerma(spectrum: Spectrum, kerma_uGy: float, *, distance_mm: float) -> float:
+    """The tube current-time product (mAs) that gives entrance air kerma ``kerma_uGy`` (uGy) at
+    ``distance_mm`` (mm) from the focal spot: the inverse of :func:`entrance_air_kerma`.
+
+    >>> s = spectrum(60)
+    >>> round(mas_for_entrance_kerma(s, entrance_air_kerma(s, 4.0, distance_mm=950.0), distance_mm=950.0), 6)
+    4.0
+    """
+    if not (np.isfinite(kerma_uGy) and kerma_uGy > 0):
+        raise InvalidArgumentError(f"kerma_uGy must be a positive air kerma in uGy; got {kerma_uGy!r}.")
+    return float(kerma_uGy) / entrance_air_kerma(spectrum, 1.0, distance_mm=distance_mm)
+
+
 def add_noise(intensity, *, photons_per_pixel: float | None = None, mas: float | None = None,
               spectrum: Spectrum | None = None, sdd_mm: float = 1000.0, pixel_mm=None,
               electronic_sigma: float = 0.0, seed: int | None = 0):
@@ -627,23 +674,74 @@ def add_noise(intensity, *, photons_per_pixel: float | None = None, mas: float |
     return (counts / n0).astype(np.result_type(i.dtype, np.float32))
 
 
+@dataclass(frozen=True)
+class Grid:
+    """An anti-scatter grid, described as IEC 60627 characterises one: the transmission of
+    primary radiation ``primary_transmission`` (Tp) and of scattered radiation
+    ``scatter_transmission`` (Ts); ``ratio`` (strip height over gap) is recorded for reference.
+
+    Behind the grid the scatter-to-primary ratio falls from SPR to ``SPR * Ts / Tp``, the
+    detector signal falls by the Bucky factor ``(1 + SPR) / (Tp + Ts * SPR)`` (the mAs an
+    automatic exposure control adds), and contrast rises by ``Tp * (1 + SPR) / (Tp + Ts * SPR)``.
+    The defaults are a typical 10:1 grid at diagnostic energies: Tp about 0.7, Ts about 0.1-0.15,
+    Bucky factors 3-5 behind a thick part (Bushberg et al., The Essential Physics of Medical
+    Imaging, 3rd ed. 2012, ch. 7).
+
+    >>> g = Grid()
+    >>> round(g.scatter_to_primary(3.0), 2), round(g.bucky_factor(3.0), 2)
+    (0.51, 3.77)
+    """
+
+    ratio: float = 10.0
+    primary_transmission: float = 0.7
+    scatter_transmission: float = 0.12
+
+    def __post_init__(self):
+        tp, ts = self.primary_transmission, self.scatter_transmission
+        if not (self.ratio > 0 and 0 < ts < tp <= 1):
+            raise InvalidArgumentError(
+                f"a grid needs ratio > 0 and 0 < scatter_transmission < primary_transmission <= 1; got "
+                f"ratio {self.ratio!r}, Tp {tp!r}, Ts {ts!r}.")
+
+    def scatter_to_primary(self, spr):
+        """The scatter-to-primary ratio behind the grid for ``spr`` in front of it."""
+        return spr * self.scatter_transmission / self.primary_transmission
+
+    def bucky_factor(self, spr):
+        """Total radiation in front of the grid over total behind it, for scatter-to-primary ``spr``."""
+        return (1 + spr) / (self.primary_transmission + self.scatter_transmission * spr)
+
+    def contrast_improvement(self, spr):
+        """Contrast behind the grid over contrast without it (the grid's K factor) at ``spr``."""
+        return self.primary_transmission * self.bucky_factor(spr)
+
+
 def add_scatter(intensity, *, scatter_to_primary: float = 0.5, kernel_sigma_mm: float = 30.0,
-                pixel_mm=1.0):
+                pixel_mm=1.0, grid: Grid | None = None):
     """Add an approximate scatter field to a primary transmitted fraction ``I/I0`` (numpy
     ``(..., H, W)``): ``I + SPR * G_sigma * I``, where ``G_sigma`` is a normalised Gaussian blur
     of ``kernel_sigma_mm`` (mm at the detector; ``pixel_mm`` scalar or (row, column)).  Scatter is
     broad and low-frequency, so in a uniform region the scatter-to-primary ratio is
     ``scatter_to_primary``; behind dense structures it is higher, as in real images.
 
+    With an anti-scatter ``grid`` the detector records ``Tp * I + Ts * SPR * G_sigma * I``: the
+    ratio behind the grid is ``SPR * Ts / Tp`` and the signal (still relative to the bare beam
+    without a grid) falls by :meth:`Grid.bucky_factor`; to keep the detector dose, as an
+    automatic exposure control does, raise the mAs of :func:`add_noise` by that factor.
+
     An approximation, not Monte Carlo: it ignores the angular and energy dependence of scatter
-    and the anti-scatter grid's transfer.  Real ratios: PA chest without a grid about 1 in the
-    lungs and up to about 9 (90 % scatter fraction) behind the mediastinum (Niklason, Sorenson &
+    and of the grid's transmission.  Real ratios: PA chest without a grid about 1 in the lungs
+    and up to about 9 (90 % scatter fraction) behind the mediastinum (Niklason, Sorenson &
     Nelson 1981, Med. Phys. 8:677, doi:10.1118/1.595027), a few times less with a 12:1 grid;
     thin parts such as the wrist (3-6 cm) scatter little, about 0.1-0.3 without a grid.
 
     >>> out = add_scatter(np.full((32, 32), 0.2), scatter_to_primary=0.5, kernel_sigma_mm=10, pixel_mm=1)
     >>> round(float(out[16, 16]), 3)
     0.3
+    >>> behind = add_scatter(np.full((32, 32), 0.2), scatter_to_primary=0.5, kernel_sigma_mm=10,
+    ...                      pixel_mm=1, grid=Grid(primary_transmission=0.7, scatter_transmission=0.1))
+    >>> round(float(behind[16, 16]), 3)   # 0.7 * 0.2 + 0.1 * 0.5 * 0.2
+    0.15
     """
     from scipy.ndimage import gaussian_filter
 
@@ -655,7 +753,10 @@ def add_scatter(intensity, *, scatter_to_primary: float = 0.5, kernel_sigma_mm: 
     i = np.asarray(intensity)
     _check_finite(i, "intensity", "scatter needs finite I/I0 values.")
     sigma = (0,) * (i.ndim - 2) + tuple(kernel_sigma_mm / px)
-    return i + scatter_to_primary * gaussian_filter(i.astype(float), sigma, mode="nearest").astype(i.dtype)
+    scatter = scatter_to_primary * gaussian_filter(i.astype(float), sigma, mode="nearest").astype(i.dtype)
+    if grid is None:
+        return i + scatter
+    return (grid.primary_transmission * i + grid.scatter_transmission * scatter).astype(i.dtype, copy=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -695,3 +796,176 @@ def to_radiograph(intensity, *, window=None, percentiles=(0.5, 99.5), gamma: flo
     width = (hi - lo).clamp(min=1e-12) if tensor and window is None else np.maximum(hi - lo, 1e-12)
     scaled = (p - lo) / width
     return (scaled.clamp(0, 1) if tensor else np.clip(scaled, 0, 1)) ** gamma
+
+
+# --------------------------------------------------------------------------------------------
+# Image processing of the display image: what real radiographs carry (domain randomisation)
+# --------------------------------------------------------------------------------------------
+# Digital radiography systems process every image before it is shown: a multi-scale dynamic range
+# compression, edge enhancement (unsharp masking) and a gradation curve, in that order (e.g.
+# Agfa's MUSICA, Fuji's DRC and frequency processing; Prokop, Neitzel & Schaefer-Prokop 2003,
+# Eur. J. Radiol. 44:101, "Principles of image processing in digital chest radiography").  The
+# functions below are single-scale versions of each, on the display image (bone bright, [0, 1]),
+# so that a simulator can draw a different chain per sample.  numpy only.
+def _sigma_px(sigma_mm: float, pixel_mm, name: str) -> tuple:
+    px = np.broadcast_to(np.asarray(pixel_mm, dtype=float), (2,))
+    if not (np.isfinite(sigma_mm) and sigma_mm > 0 and np.all(np.isfinite(px)) and np.all(px > 0)):
+        raise InvalidArgumentError(f"{name}: sigma_mm and pixel_mm must be positive mm; got {sigma_mm!r}, {pixel_mm!r}.")
+    return tuple(float(sigma_mm) / px)
+
+
+def _display_image(image, name: str) -> np.ndarray:
+    a = np.asarray(image)
+    if a.ndim != 2:
+        raise InvalidArgumentError(f"{name} takes one display image (H, W); got shape {a.shape}.")
+    a = a.astype(np.result_type(a.dtype, np.float32))
+    _check_finite(a, name, "process a finite display image (to_radiograph's output).")
+    return a
+
+
+def unsharp_mask(image, sigma_mm: float, amount: float, pixel_mm) -> np.ndarray:
+    """Edge enhancement: ``image + amount * (image - G_sigma * image)``, clipped to [0, 1], with a
+    Gaussian of ``sigma_mm`` (mm at the detector; ``pixel_mm`` scalar or (row, column)) on a
+    display image (H, W) in [0, 1] (scikit-image's ``unsharp_mask``).  Across an edge much sharper
+    than ``sigma_mm`` the step between neighbouring pixels grows by the factor ``1 + amount``, less
+    ``amount`` times the blurred image's own step (about the step times ``pixel / (2.5 sigma)``);
+    areas wider than the Gaussian keep their level.
+
+    >>> step = np.repeat([[0.3] * 20 + [0.7] * 20], 8, axis=0)
+    >>> out = unsharp_mask(step, sigma_mm=5.0, amount=0.5, pixel_mm=0.5)
+    >>> round(float(out[4, 20] - out[4, 19]), 3)    # 0.4 * 1.5 - 0.5 * 0.016
+    0.592
+    """
+    from skimage.filters import unsharp_mask as skimage_unsharp
+
+    a = _display_image(image, "unsharp_mask")
+    if not (np.isfinite(amount) and amount >= 0):
+        raise InvalidArgumentError(f"unsharp_mask: amount must be >= 0; got {amount!r}.")
+    sigma = _sigma_px(sigma_mm, pixel_mm, "unsharp_mask")
+    return skimage_unsharp(a, radius=sigma, amount=float(amount), preserve_range=True).clip(0, 1).astype(a.dtype)
+
+
+def compress_dynamic_range(image, sigma_mm: float, strength: float, pixel_mm) -> np.ndarray:
+    """Dynamic range compression: subtract ``strength`` times the low-pass image (a Gaussian of
+    ``sigma_mm``, mm; ``pixel_mm`` scalar or (row, column)) about its mean, ``image - strength *
+    (L - mean(L))``, clipped to [0, 1], on a display image (H, W) in [0, 1].  Structures wider than
+    the Gaussian (lungs against mediastinum, soft tissue against air) come closer by ``1 -
+    strength``; detail smaller than it keeps its contrast.  ``strength`` in [0, 1).
+
+    >>> ramp = np.tile(np.linspace(0.2, 0.8, 200), (50, 1))
+    >>> out = compress_dynamic_range(ramp, sigma_mm=5.0, strength=0.4, pixel_mm=1.0)
+    >>> round(float(np.ptp(out[25, 20:180]) / np.ptp(ramp[25, 20:180])), 3)
+    0.6
+    """
+    from scipy.ndimage import gaussian_filter
+
+    a = _display_image(image, "compress_dynamic_range")
+    if not (np.isfinite(strength) and 0 <= strength < 1):
+        raise InvalidArgumentError(f"compress_dynamic_range: strength must be in [0, 1); got {strength!r}.")
+    low = gaussian_filter(a.astype(np.float64), _sigma_px(sigma_mm, pixel_mm, "compress_dynamic_range"),
+                          mode="nearest")
+    return (a - strength * (low - low.mean())).clip(0, 1).astype(a.dtype)
+
+
+RESPONSE_CURVES = ("linear", "gamma", "log", "sigmoid")
+"""The gradation curves of :func:`detector_response`."""
+
+
+def detector_response(image, curve: str = "linear", *, gamma: float = 1.0, k: float = 10.0,
+                      center: float = 0.5) -> np.ndarray:
+    """A gradation (tone) curve on a display image in [0, 1], mapping 0 to 0 and 1 to 1,
+    monotonically, as the look-up table that a detector's processing or a film's characteristic
+    curve puts between exposure and grey value:
+
+    * ``"linear"``: unchanged;
+    * ``"gamma"``: ``x ** gamma`` (gamma > 1 darkens the mid-tones);
+    * ``"log"``: ``log(1 + k x) / log(1 + k)``, compressing the bright end (k > 0);
+    * ``"sigmoid"``: a film-like S curve, the logistic ``1 / (1 + exp(-k (x - center)))`` rescaled
+      to [0, 1]: contrast ``k`` around ``center``, toe and shoulder at the ends.
+
+    >>> x = np.linspace(0, 1, 5)[None]
+    >>> detector_response(x, "sigmoid", k=10.0).round(3).tolist()
+    [[0.0, 0.07, 0.5, 0.93, 1.0]]
+    """
+    a = _display_image(image, "detector_response")
+    if curve not in RESPONSE_CURVES:
+        raise InvalidArgumentError(f"detector_response: curve must be one of {RESPONSE_CURVES}; got {curve!r}.")
+    if not (gamma > 0 and k > 0 and 0 <= center <= 1):
+        raise InvalidArgumentError(f"detector_response: gamma and k must be > 0 and center in [0, 1]; got "
+                                   f"gamma {gamma!r}, k {k!r}, center {center!r}.")
+    x = a.clip(0, 1).astype(np.float64)
+    if curve == "linear":
+        y = x
+    elif curve == "gamma":
+        y = x ** gamma
+    elif curve == "log":
+        y = np.log1p(k * x) / np.log1p(k)
+    else:
+        s0, s1, s = (1 / (1 + np.exp(-k * (v - center))) for v in (0.0, 1.0, x))
+        y = (s - s0) / (s1 - s0)
+    return y.astype(a.dtype)
+
+
+POSTPROCESS_STEPS = {"compress": compress_dynamic_range, "unsharp": unsharp_mask, "response": detector_response}
+"""The steps of :func:`postprocess`, in the order they are applied (as clinical systems do)."""
+
+POSTPROCESS_RANGES = {
+    "compress": {"sigma_mm": (10.0, 40.0), "strength": (0.0, 0.6)},
+    "unsharp": {"sigma_mm": (0.5, 4.0), "amount": (0.0, 1.5)},
+    "response": {"curve": ("linear", "gamma", "log", "sigmoid"), "gamma": (0.7, 1.5), "k": (2.0, 12.0),
+                 "center": (0.35, 0.65)},
+}
+"""Ranges of :func:`draw_postprocess`: (low, high) drawn uniformly, or a tuple of names drawn
+among.  Wide on purpose (domain randomisation), not the settings of a particular vendor."""
+
+
+def postprocess(image, settings: dict | None, pixel_mm) -> np.ndarray:
+    """Apply a chain of display processing to a display image (H, W) in [0, 1]: ``settings`` is a
+    plain dict of steps of :data:`POSTPROCESS_STEPS` and their keyword arguments, e.g.
+    ``{"compress": {"sigma_mm": 20, "strength": 0.3}, "unsharp": {"sigma_mm": 2, "amount": 0.8},
+    "response": {"curve": "sigmoid", "k": 6}}``; steps run in that order whatever the dict's
+    order; missing steps are skipped, so ``{}`` or None returns the image unchanged (a float copy).
+    ``pixel_mm`` (scalar or (row, column), mm) sets the filters' scale.  Draw ``settings`` per
+    sample with :func:`draw_postprocess`.
+
+    >>> img = np.random.default_rng(0).random((32, 32))
+    >>> bool(np.array_equal(postprocess(img, {}, pixel_mm=0.5), img))
+    True
+    >>> postprocess(img, draw_postprocess(seed=3), pixel_mm=0.5).shape
+    (32, 32)
+    """
+    out = _display_image(image, "postprocess").copy()
+    settings = settings or {}
+    unknown = set(settings) - set(POSTPROCESS_STEPS)
+    if unknown:
+        raise InvalidArgumentError(f"postprocess: unknown steps {sorted(unknown)}; the steps are {list(POSTPROCESS_STEPS)}.")
+    for name, step in POSTPROCESS_STEPS.items():
+        if name in settings:
+            kwargs = dict(settings[name])
+            if name != "response":
+                kwargs["pixel_mm"] = pixel_mm
+            try:
+                out = step(out, **kwargs)
+            except TypeError as error:
+                raise InvalidArgumentError(f"postprocess: bad settings for {name!r} ({settings[name]!r}): {error}.") from None
+    return out
+
+
+def draw_postprocess(seed: int | None = 0, ranges: dict = POSTPROCESS_RANGES) -> dict:
+    """Draw one :func:`postprocess` settings dict from ``ranges`` (see :data:`POSTPROCESS_RANGES`):
+    every step, each value uniform in its range or chosen among its names.  Same seed, same
+    settings (``seed`` may also be a numpy Generator).
+
+    >>> draw_postprocess(seed=1) == draw_postprocess(seed=1)
+    True
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    drawn = {}
+    for step, params in ranges.items():
+        drawn[step] = {}
+        for key, span in params.items():
+            if all(isinstance(v, str) for v in span):
+                drawn[step][key] = str(span[rng.integers(len(span))])
+            else:
+                drawn[step][key] = float(rng.uniform(*span))
+    return drawn
