@@ -127,6 +127,7 @@ def test_chest_bone_radiograph_target(tmp_path):
     hu = sim.simulate(tmp_path / "chest-hu", "chest", target="bone-radiograph", bone=(400, 800), views=("pa",),
                       spacing=4.0, **SMALL)
     assert sim.dataset_info(hu)["target"]["bone"] == [400.0, 800.0]
+    assert set(sim.metadata(out)["grid"]) == {1}  # chest films are taken with a grid
     assert not np.allclose(sim.load_split(hu, "train")[0]["target"], bone)
 
 

@@ -49,8 +49,9 @@ def test_files_metadata_and_arrays(tiny):
     train_rows = sim.read_metadata(tiny, "train")
     with np.load(tiny / train_rows[1]["file"]) as z:
         np.testing.assert_array_equal(z["target"], np.load(tiny / "train_targets.npy")[1])
-    # fixed physics: every row has the same kVp and photons
+    # fixed physics: every row has the same kVp and photons; the dose is recorded (no grid at the wrist)
     assert {r["kvp"] for r in rows} == {60.0} and {r["photons"] for r in rows} == {1e4}
+    assert all(r["mas"] > 0 and r["air_kerma_uGy"] > 0 and r["grid"] == 0 for r in rows)
 
 
 def test_no_subject_in_two_splits(tiny):
@@ -124,11 +125,16 @@ def test_two_workers_give_the_same_samples(tiny, tmp_path):
 def test_physics_draws_stay_in_range_and_filtration_hardens():
     rng = np.random.default_rng(0)
     ranges = sim.protocol("wrist").physics["random"]
-    for _ in range(50):
+    processed = 0
+    for _ in range(200):
         p = sim.draw_physics(ranges, rng)
         for key, (lo, hi) in ranges.items():
-            assert lo - 1 <= p[key] <= hi + 1, key
+            if key != "postprocess":
+                assert lo - 1 <= p[key] <= hi + 1, key
         assert p["kvp"] % 2 == 0
+        processed += bool(p["postprocess"])
+    assert 70 < processed < 130  # half the films carry image processing
+    assert sim.draw_physics(sim.protocol("wrist").physics["fixed"], rng)["postprocess"] == {}
     base = sim.base_spectra([60], ranges)[60.0]
     harder = sim.filtered_spectrum(base, 4.0)
     assert harder.mean_energy > base.mean_energy and harder.total_fluence < base.total_fluence

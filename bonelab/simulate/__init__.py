@@ -127,7 +127,7 @@ def simulate(out, protocol_name="wrist", *, subjects=20, target="masks", views=N
     _check_folder(out, info)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     write_json(out / "dataset.json", info)
-    settings = {"protocol": p.name, "seed": int(seed), "spacing": float(spacing), "size": int(size),
+    settings = {"protocol": p.name, "seed": int(seed), "spacing": float(spacing), "size": int(size), "grid": p.grid,
                 "physics": ranges, "label_values": list(structures), "center_values": center,
                 "target": the_target.settings(), "target_options": _target_options(the_target),
                 "class_ids": info["target"]["class_ids"],

@@ -196,7 +196,8 @@ def render_sample(renderer, subject, geometry, physics: dict, settings: dict, ta
     from bonelab.simulate.targets import RenderedView
 
     ints = renderer.integrals(geometry)[0].numpy()
-    image, window = radiograph(ints, physics, pixel_mm=geometry.pixel[0], seed=seed, spectrum=spectrum)
+    image, window = radiograph(ints, physics, pixel_mm=geometry.pixel[0], seed=seed, spectrum=spectrum,
+                               grid=settings["grid"])
     paths, _ = project_labels(subject.labels, geometry, label_values=settings["label_values"])
     view = RenderedView(paths.numpy(), physics, window, spectrum, geometry, state)
     out = target.compute(view, settings["class_ids"], settings["on_top"])
@@ -207,7 +208,7 @@ def render_subject(task) -> list[dict]:
     """Worker: generate (or read) one subject and render its pending jobs; returns their metadata."""
     from bonelab.drr import Renderer
     from bonelab.files import save_npz
-    from bonelab.simulate.physics import draw_physics, filtered_spectrum
+    from bonelab.simulate.physics import dose, draw_physics, filtered_spectrum
     from bonelab.simulate.targets import make_target
 
     out, jobs, settings, source = task
@@ -236,7 +237,10 @@ def render_subject(task) -> list[dict]:
                "side": subject.params.get("side", ""), **{k: round(v, 4) for k, v in geo.items()},
                "pixel_mm": round(g.pixel[0], 5), "pixel_mm_at_isocenter": round(geo["fov_mm"] / settings["size"], 5),
                "magnification": round(geo["sdd_mm"] / (geo["sdd_mm"] - geo["odd_mm"]), 4),
-               **{k: round(v, 4) for k, v in phys.items()}, "file": job.file}
+               **{k: round(v, 4) for k, v in phys.items() if k != "postprocess"},
+               **{k: round(v, 4) for k, v in dose(spec, phys, sdd_mm=geo["sdd_mm"], sid_mm=geo["sdd_mm"] - geo["odd_mm"],
+                                                   pixel_mm=g.pixel[0]).items()},
+               "grid": int(settings["grid"]), "postprocess": _json(phys["postprocess"]), "file": job.file}
         save_npz(Path(out) / job.file, image=image, target=target_array, meta=_json(row))
         rows.append(row)
     return rows

@@ -17,7 +17,21 @@ blur_px                focal spot + detector blur (Gaussian sigma in pixels)
 gamma                  display contrast curve
 window_low_pct,        display window (percentiles of -ln I/I0), to_radiograph
 window_high_pct
+postprocess            probability that the film carries a randomly drawn chain of the
+                       image processing real systems apply (dynamic range compression,
+                       unsharp masking, a detector response curve:
+                       :func:`bonelab.drr.physics.draw_postprocess`); no real film is a raw
+                       linear DRR
 =====================  ===================================================================
+
+With an anti-scatter grid (``grid=True`` in the protocol) the scatter ranges are those in
+front of the grid; :class:`bonelab.drr.physics.Grid` (10:1, Tp 0.7, Ts 0.12) removes most of it,
+and the photons in air are raised by the grid's Bucky factor, as an automatic exposure control
+does.  Each sample's dose is recorded as the tube load (mAs) that gives its photons per pixel
+and the incident air kerma at the isocentre (uGy, :func:`dose`).  The photon ranges are domain
+randomisation ranges for the simulated pixel sizes (0.5-2 mm), not clinical settings: at the
+wrist they correspond to hundreds of times less dose than a clinical film (about 2 mAs and 100 uGy
+at 100 cm), i.e. noisier images; the recorded mAs and kerma make that visible.
 """
 
 from __future__ import annotations
@@ -30,7 +44,7 @@ from bonelab.errors import InvalidArgumentError
 
 _LOG_UNIFORM = {"photons"}
 PARAMETERS = ("kvp", "filtration_mm_al", "photons", "electronic_sigma", "scatter_to_primary", "scatter_sigma_mm",
-              "blur_px", "gamma", "window_low_pct", "window_high_pct")
+              "blur_px", "gamma", "window_low_pct", "window_high_pct", "postprocess")
 
 
 def _uniform(rng, lo, hi, log=False) -> float:
@@ -49,9 +63,28 @@ def draw_physics(ranges: dict, rng: np.random.Generator) -> dict:
     >>> 50 <= p["kvp"] <= 70 and 1e3 <= p["photons"] <= 3e4
     True
     """
+    from bonelab.drr.physics import draw_postprocess
+
     p = {k: _uniform(rng, *ranges[k], log=k in _LOG_UNIFORM) for k in PARAMETERS}
     p["kvp"] = float(2 * round(p["kvp"] / 2))
+    p["postprocess"] = draw_postprocess(rng) if rng.random() < p["postprocess"] else {}
     return p
+
+
+def dose(spectrum, physics: dict, *, sdd_mm: float, sid_mm: float, pixel_mm: float) -> dict:
+    """The tube load (mAs) that gives ``physics["photons"]`` per detector pixel in air, and the
+    incident air kerma it delivers at the isocentre (uGy; free in air, no backscatter: the
+    entrance surface lies a few cm nearer the source, so the entrance kerma is somewhat higher).
+
+    >>> from bonelab.drr import physics as ph
+    >>> d = dose(ph.spectrum(60, 2.5), {"photons": 1e4}, sdd_mm=1000, sid_mm=950, pixel_mm=0.5)
+    >>> d["mas"] > 0 and d["air_kerma_uGy"] > 0
+    True
+    """
+    from bonelab.drr import physics as ph
+
+    mas = physics["photons"] / ph.photons_from_mas(spectrum, 1.0, sdd_mm=sdd_mm, pixel_mm=pixel_mm)
+    return {"mas": float(mas), "air_kerma_uGy": float(ph.entrance_air_kerma(spectrum, mas, distance_mm=sid_mm))}
 
 
 def filtered_spectrum(base, filtration_mm_al: float):
@@ -86,17 +119,18 @@ def base_spectra(kvps, ranges: dict) -> dict:
     return {float(k): ph.spectrum(float(k), filtration_mm_al=f0, bin_keV=2.0) for k in sorted(set(kvps))}
 
 
-def radiograph(material_paths, physics: dict, *, pixel_mm: float, seed: int = 0, spectrum=None):
+def radiograph(material_paths, physics: dict, *, pixel_mm: float, seed: int = 0, spectrum=None, grid: bool = False):
     """A display radiograph (H, W) in [0, 1], bone bright, from material path integrals, and the
     display window used.
 
     ``material_paths`` (M, H, W) are the renderer's per-material density integrals in g/cm3 * mm
     (:meth:`bonelab.drr.Renderer.integrals` of a polychromatic renderer); the chain is the one of
     :func:`bonelab.drr.render` with the randomised settings in ``physics``: polychromatic
-    Beer-Lambert for ``kvp``/``filtration_mm_al``, scatter, Gaussian blur (focal spot and
-    detector), quantum + electronic noise, then the display window and contrast curve.  The blur
-    is added here (scipy) because the renderer has none.  ``spectrum``: the tube spectrum to use
-    (default: modelled by spekpy for ``kvp`` and ``filtration_mm_al``).
+    Beer-Lambert for ``kvp``/``filtration_mm_al``, scatter (behind an anti-scatter grid with
+    ``grid``), Gaussian blur (focal spot and detector), quantum + electronic noise, the display
+    window and contrast curve, then the drawn image processing (``physics["postprocess"]``).
+    The blur is added here (scipy) because the renderer has none.  ``spectrum``: the tube
+    spectrum to use (default: modelled by spekpy for ``kvp`` and ``filtration_mm_al``).
 
     Returns ``(image, window)``: ``window = (low, high)`` in units of ``-ln I/I0``, so that
     another image of the same acquisition (:func:`clean_radiograph`) can be displayed alike.
@@ -107,15 +141,19 @@ def radiograph(material_paths, physics: dict, *, pixel_mm: float, seed: int = 0,
 
     spec = spectrum or ph.spectrum(physics["kvp"], filtration_mm_al=physics["filtration_mm_al"], bin_keV=2.0)
     intensity = ph.polychromatic_intensity(np.asarray(material_paths, np.float32) / 10.0, spec)  # -> g/cm2
-    intensity = ph.add_scatter(intensity, scatter_to_primary=physics["scatter_to_primary"],
-                               kernel_sigma_mm=physics["scatter_sigma_mm"], pixel_mm=pixel_mm)
+    the_grid = ph.Grid() if grid else None
+    spr = physics["scatter_to_primary"]
+    intensity = ph.add_scatter(intensity, scatter_to_primary=spr, kernel_sigma_mm=physics["scatter_sigma_mm"],
+                               pixel_mm=pixel_mm, grid=the_grid)
     intensity = gaussian_filter(intensity, physics["blur_px"], mode="nearest")
-    intensity = ph.add_noise(intensity, photons_per_pixel=physics["photons"],
-                             electronic_sigma=physics["electronic_sigma"], seed=seed)
+    photons = physics["photons"] * (the_grid.bucky_factor(spr) if grid else 1.0)
+    intensity = ph.add_noise(intensity, photons_per_pixel=photons, electronic_sigma=physics["electronic_sigma"],
+                             seed=seed)
     p = -np.log(np.clip(intensity, 1e-6, None))
     window = tuple(float(w) for w in np.percentile(p, (physics["window_low_pct"], physics["window_high_pct"])))
     image = ph.to_radiograph(np.clip(intensity, 1e-6, None), window=_open(window), gamma=physics["gamma"])
-    return image.astype(np.float32), window
+    image = ph.postprocess(image, physics.get("postprocess"), pixel_mm=pixel_mm)
+    return np.clip(image, 0.0, 1.0).astype(np.float32), window
 
 
 def clean_radiograph(material_paths, physics: dict, window, *, spectrum=None) -> np.ndarray:

@@ -77,15 +77,16 @@ def _physics(kvp, shifted_kvp, spr, shifted_spr, photons=(1e3, 3e4), fixed_photo
         "kvp": kvp, "filtration_mm_al": (2.0, 4.0), "photons": photons, "electronic_sigma": (0.0, 5.0),
         "scatter_to_primary": spr, "scatter_sigma_mm": (10.0, 40.0), "blur_px": (0.3, 1.2),
         "gamma": (0.7, 1.4), "window_low_pct": (0.0, 3.0), "window_high_pct": (97.0, 100.0),
+        "postprocess": (0.5, 0.5),
     }
     mid = {k: (v, v) for k, v in {
         "kvp": float(2 * round((kvp[0] + kvp[1]) / 4)), "filtration_mm_al": 2.5,
         "photons": float(fixed_photons), "electronic_sigma": 2.0,
         "scatter_to_primary": round(float(np.mean(spr)), 2), "scatter_sigma_mm": 25.0, "blur_px": 0.6,
-        "gamma": 1.0, "window_low_pct": 0.5, "window_high_pct": 99.5}.items()}
+        "gamma": 1.0, "window_low_pct": 0.5, "window_high_pct": 99.5, "postprocess": 0.0}.items()}
     shifted = {**random, "kvp": shifted_kvp, "filtration_mm_al": (5.0, 7.0), "photons": shifted_photons,
                "electronic_sigma": (8.0, 12.0), "scatter_to_primary": shifted_spr,
-               "scatter_sigma_mm": (20.0, 40.0), "blur_px": (1.6, 2.2), "gamma": (1.7, 2.2)}
+               "scatter_sigma_mm": (20.0, 40.0), "blur_px": (1.6, 2.2), "gamma": (1.7, 2.2), "postprocess": (0.0, 0.0)}
     return {"random": random, "fixed": mid, "shifted": shifted}
 
 
@@ -113,8 +114,8 @@ class Protocol:
         ``shift_fraction`` (+- fraction of the field of view that the isocentre may move off the
         detector centre along each detector axis)
     physics : ``{"random"|"fixed"|"shifted": {parameter: (low, high)}}``
-    grid : whether the acquisition uses an anti-scatter grid (the physics ranges' scatter already
-        reflects it; recorded in the data set)
+    grid : whether the acquisition uses an anti-scatter grid (:class:`bonelab.drr.physics.Grid`;
+        the physics ranges' scatter is the scatter in front of it)
     subject_options : ``{keyword: ("choice", values) | (low, high)}`` drawn per generated subject
         and passed to the phantom generator (e.g. the side and posture of a wrist)
     directions : names of the CT frame's six directions (``"+x"``, ``"-x"``, ... ``"-z"``) for the
@@ -267,7 +268,7 @@ register_protocol(Protocol(
     center=".*", fov_mm=(380.0, 430.0), size=256, spacing_mm=2.5,
     sdd_mm=(1750.0, 1850.0), odd_mm=(130.0, 200.0),
     jitter={"angle_deg": 4.0, "tilt_deg": 4.0, "roll_deg": 4.0, "shift_fraction": 0.05},
-    physics=_physics(kvp=(110, 125), shifted_kvp=(70, 80), spr=(0.3, 1.0), shifted_spr=(2.0, 3.0),
+    physics=_physics(kvp=(110, 125), shifted_kvp=(70, 80), spr=(1.0, 4.0), shifted_spr=(8.0, 10.0),
                      photons=(5e4, 5e5), fixed_photons=2e5, shifted_photons=(3e3, 6e3)),
     grid=True, reference="PA chest at 180 cm SID, 110-125 kVp with a grid (European guidelines on "
                          "quality criteria for diagnostic radiographic images, EUR 16260, 1996)"))
@@ -282,7 +283,7 @@ register_protocol(Protocol(
     on_top=("implant",), fov_mm=(240.0, 300.0), size=256, spacing_mm=1.5,
     sdd_mm=(1000.0, 1150.0), odd_mm=(150.0, 250.0),
     jitter={"angle_deg": 5.0, "tilt_deg": 5.0, "roll_deg": 5.0, "shift_fraction": 0.08},
-    physics=_physics(kvp=(80, 95), shifted_kvp=(60, 66), spr=(0.5, 1.5), shifted_spr=(3.0, 4.0),
+    physics=_physics(kvp=(80, 95), shifted_kvp=(60, 66), spr=(2.0, 6.0), shifted_spr=(12.0, 15.0),
                      photons=(3e4, 3e5), fixed_photons=1e5, shifted_photons=(2e3, 5e3)),
     grid=True, reference="lumbar spine AP 75-85 kVp, lateral 85-95 kVp, 100-115 cm SID with a grid "
                          "(EUR 16260, 1996; Bontrager)"))
@@ -294,7 +295,7 @@ register_protocol(Protocol(
     center=r"femur_left|femur_right|pelvis|hip_left|hip_right",
     fov_mm=(300.0, 360.0), size=256, spacing_mm=1.5, sdd_mm=(1000.0, 1150.0), odd_mm=(130.0, 220.0),
     jitter={"angle_deg": 4.0, "tilt_deg": 4.0, "roll_deg": 4.0, "shift_fraction": 0.05},
-    physics=_physics(kvp=(70, 85), shifted_kvp=(100, 110), spr=(0.4, 1.2), shifted_spr=(2.5, 3.5),
+    physics=_physics(kvp=(70, 85), shifted_kvp=(100, 110), spr=(1.5, 5.0), shifted_spr=(10.0, 12.0),
                      photons=(3e4, 3e5), fixed_photons=1e5, shifted_photons=(2e3, 5e3)),
     grid=True, reference="AP pelvis 75-80 kVp, 115 cm SID with a grid (EUR 16260, 1996; Bontrager)"))
 
