@@ -84,3 +84,21 @@ def check_finite(array, source: str, fix: str = "replace them, e.g. np.nan_to_nu
     if a.dtype.kind in "fc" and not np.isfinite(a).all():
         n_nan, n_inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
         raise InvalidValuesError(f"{source}: {n_nan} NaN and {n_inf} infinite value(s) out of {a.size}; {fix}.")
+
+
+def read_json(path, *, what: str, make: str):
+    """The JSON content of ``path``, the ``what`` of a folder (e.g. "bonelab run folder"):
+    :class:`~bonelab.errors.MissingFileError` when it does not exist and
+    :class:`~bonelab.errors.DataError` when it is not valid JSON, both saying how to ``make`` one.
+    """
+    import json
+
+    from bonelab.errors import DataError, MissingFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path} does not exist; {path.parent} is not a {what} ({make}).")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise DataError(f"{path} is not valid JSON ({error}); {make} again.") from None

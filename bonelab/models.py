@@ -224,20 +224,13 @@ def read_spec(run) -> ModelSpec:
     """The :class:`ModelSpec` of run folder ``run`` (its ``model.json``).
 
     Raises :class:`~bonelab.errors.MissingFileError` when the folder has no spec, and
-    :class:`~bonelab.errors.InvalidArgumentError` when the file is not a spec of this version.
+    :class:`~bonelab.errors.InvalidArgumentError` when the file is not a spec of this version
+    (:class:`~bonelab.errors.DataError` when it is not JSON).
     """
-    import json
-
-    from bonelab.errors import MissingFileError
+    from bonelab.files import read_json
 
     path = Path(run) / SPEC_FILE
-    if not path.is_file():
-        raise MissingFileError(f"{path} does not exist; {run} is not a bonelab run folder "
-                               "(train one with bonelab.train / `bonelab train`).")
-    try:
-        d = json.loads(path.read_text())
-    except ValueError as error:
-        raise InvalidArgumentError(f"{path} is not valid JSON ({error}); train the model again.") from None
+    d = read_json(path, what="bonelab run folder", make="train one with bonelab.train or `bonelab train`")
     return ModelSpec.from_dict(d, source=str(path))
 
 

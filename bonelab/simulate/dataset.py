@@ -31,14 +31,11 @@ READABLE_VERSIONS = (1, 2)
 
 def dataset_info(out) -> dict:
     """The ``dataset.json`` of a data set folder, checked for a format version this bonelab reads."""
+    from bonelab.files import read_json
+
     path = Path(out) / "dataset.json"
-    if not path.is_file():
-        raise MissingFileError(f"{path} does not exist; {out} is not a bonelab data set folder "
-                               "(make one with bonelab.simulate.simulate or `bonelab simulate`).")
-    try:
-        info = json.loads(path.read_text())
-    except ValueError as error:
-        raise DataError(f"{path} is not valid JSON ({error}); simulate the data set again.") from None
+    info = read_json(path, what="bonelab data set folder",
+                     make="simulate one with bonelab.simulate.simulate or `bonelab simulate`")
     version = info.get("version")
     if version not in READABLE_VERSIONS:
         newer = isinstance(version, int) and version > FORMAT_VERSION
