@@ -9,7 +9,8 @@ Conventions (the same as SimpleITK's, everywhere in bonelab):
   axes; world coordinates are LPS (x to the patient's Left, y to Posterior, z to Superior).
 * A continuous index is ``(i, j, k)`` = (x, y, z) order, as in ITK; ``array[k, j, i]`` reads it.
 * CT values are Hounsfield units (float32); label maps hold integers with a ``{value: name}``
-  table in ``label_names`` (0 is background).
+  table in ``label_names`` (0 is background); :func:`default_label_names` names the values a
+  table lacks, :func:`label_centroids` says where each structure is.
 """
 
 from __future__ import annotations
@@ -177,3 +178,41 @@ class Volume:
     def __repr__(self) -> str:
         kind = f"labels ({len(self.label_names)} names)" if self.is_label else "image"
         return f"Volume({kind}, shape(z,y,x)={self.shape}, dtype={self.array.dtype}, {self.geometry_str()})"
+
+
+def default_label_names(values, names: dict | None = None) -> dict:
+    """``{value: name}`` for the label values in ``values`` (an array or any iterable) and ``names``: the name from
+    ``names`` where it has one, else ``"label <value>"``; 0 (background) gets none unless
+    ``names`` gives it.  Sorted by value.  The one place bonelab names unnamed labels.
+
+    >>> default_label_names([0, 1, 3], {1: "radius"})
+    {1: 'radius', 3: 'label 3'}
+    """
+    out = {int(k): str(v) for k, v in (names or {}).items()}
+    flat = np.ravel(values) if isinstance(values, np.ndarray) else values  # or a list, set, dict keys
+    out.update({int(v): f"label {int(v)}" for v in flat if v and int(v) not in out})
+    return dict(sorted(out.items()))
+
+
+def label_centroids(labels: Volume, values=None) -> dict:
+    """Centroid of each labelled structure: ``{value: (x, y, z)}`` in LPS mm (the mean world
+    position of its voxel centres), for the non-zero ``values`` given (default: all present).
+    A value with no voxel is left out.  Works through the label map's direction, so it holds
+    for any storage order.
+
+    >>> import numpy as np
+    >>> lab = Volume(np.zeros((4, 4, 4), np.uint8), spacing=(1, 1, 2), origin=(10, 0, 0), label_names={})
+    >>> lab.array[1:3, 0, 0] = 5
+    >>> label_centroids(lab)
+    {5: (10.0, 0.0, 3.0)}
+    """
+    from scipy import ndimage
+
+    array = np.asarray(labels.array)
+    present = [int(v) for v in np.unique(array) if v]
+    wanted = present if values is None else [int(v) for v in values if int(v) in present]
+    if not wanted:
+        return {}
+    centres = ndimage.center_of_mass(array > 0, array, wanted)  # (z, y, x) indices
+    world = labels.index_to_world(np.asarray(centres)[:, ::-1])
+    return {v: tuple(float(c) for c in p) for v, p in zip(wanted, world)}

@@ -262,7 +262,7 @@ def test_view3d_falls_back_without_a_front_end(capsys, monkeypatch):
     fake = types.ModuleType("itkwidgets")
     fake.view = lambda **kw: (_ for _ in ()).throw(RuntimeError("self.server is None"))
     monkeypatch.setitem(sys.modules, "itkwidgets", fake)
-    monkeypatch.setattr(viz, "_no_interactive_reason", lambda: None)
+    monkeypatch.setattr(viz.surfaces, "_no_interactive_reason", lambda: None)
     assert isinstance(viz.view3d(vol, step=2), matplotlib.figure.Figure)
     assert "itkwidgets.view failed: RuntimeError: self.server is None" in capsys.readouterr().out
     fake.view = lambda **kw: ("live viewer", kw["image"].GetSize())
