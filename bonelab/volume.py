@@ -121,8 +121,20 @@ class Volume:
         inv = np.linalg.inv(self.direction @ np.diag(self.spacing))
         return (xyz - np.asarray(self.origin)) @ inv.T
 
+    def value_at(self, point):
+        """The value of the voxel nearest to the world point ``point`` (x, y, z) LPS mm.
+
+        >>> import numpy as np
+        >>> Volume(np.arange(8.0).reshape(2, 2, 2), spacing=(2, 2, 2)).value_at([2.1, 0, 0])
+        1.0
+        """
+        i, j, k = np.round(self.world_to_index(np.asarray(point, dtype=float).reshape(3))).astype(int)
+        if not (0 <= i < self.size[0] and 0 <= j < self.size[1] and 0 <= k < self.size[2]):
+            raise InvalidArgumentError(f"point {tuple(point)} mm lies outside the volume ({self.geometry_str()}).")
+        return self.array[k, j, i].item()
+
     # --- copies and conversion -----------------------------------------------------------------
-    def with_array(self, array, label_names=...) -> "Volume":
+    def with_array(self, array, label_names=...) -> Volume:
         """A new Volume on the same grid holding ``array`` (same shape).  ``label_names`` is
         kept unless given (pass None for an intensity image)."""
         array = np.asarray(array)
@@ -133,7 +145,7 @@ class Volume:
         names = self.label_names if label_names is ... else label_names
         return Volume(array, self.spacing, self.origin, self.direction.copy(), names)
 
-    def same_grid(self, other: "Volume", atol: float = 1e-3) -> bool:
+    def same_grid(self, other: Volume, atol: float = 1e-3) -> bool:
         """True if ``other`` has the same shape, spacing, origin and direction (mm tolerance)."""
         return (
             self.shape == other.shape
@@ -161,7 +173,7 @@ class Volume:
         return img
 
     @classmethod
-    def from_sitk(cls, image, label_names: dict | None = None) -> "Volume":
+    def from_sitk(cls, image, label_names: dict | None = None) -> Volume:
         """Build a Volume from a 3D ``SimpleITK.Image`` (the voxels are copied)."""
         import SimpleITK as sitk
 

@@ -16,7 +16,7 @@ object and drops a RescaleIntercept set in the metadata.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -211,7 +211,7 @@ def _ct_dataset(*, rows, columns, study_uid, series_uid, frame_uid, patient_name
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = CTImageStorage

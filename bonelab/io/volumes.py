@@ -170,7 +170,8 @@ def _full_names(values: np.ndarray, label_names: dict | None, source) -> dict:
     names = default_label_names(values, label_names)
     unnamed = [v for v in names if v not in (label_names or {})]
     if label_names and unnamed:
-        warnings.warn(f"{source}: label value(s) {unnamed} have no name in label_names; named 'label <n>'.")
+        warnings.warn(f"{source}: label value(s) {unnamed} have no name in label_names; named 'label <n>'.",
+                      stacklevel=3)  # the caller of read_labels
     return names
 
 

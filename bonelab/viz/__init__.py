@@ -7,6 +7,8 @@ follow SimpleITK: numpy ``(z, y, x)``; geometry ``(x, y, z)`` in LPS mm.
 
 * :mod:`~bonelab.viz.slices`: :func:`show_slices`, :func:`montage`, :func:`mip`;
 * :mod:`~bonelab.viz.overlay`: :func:`overlay` (masks on a radiograph or a slice);
+* :mod:`~bonelab.viz.projection`: :func:`film_markers` (orientation letters from a DRR's
+  geometry), :func:`draw_geometry` / :func:`geometry_figure` (source, detector and rays over the CT);
 * :mod:`~bonelab.viz.histogram`: :func:`hu_histogram`;
 * :mod:`~bonelab.viz.surfaces`: :func:`bone_surfaces`, :func:`render_bone_3d`, :func:`view3d`;
 * :mod:`~bonelab.viz.widgets`: :func:`slice_viewer`;
@@ -25,6 +27,7 @@ from bonelab.viz.colors import label_colors
 from bonelab.viz.figures import orientation_markers, save_figure
 from bonelab.viz.histogram import hu_histogram
 from bonelab.viz.overlay import overlay
+from bonelab.viz.projection import draw_geometry, film_markers, geometry_figure
 from bonelab.viz.slices import VIEWS, mip, montage, show_slices
 from bonelab.viz.surfaces import Surface, bone_surfaces, render_bone_3d, view3d
 from bonelab.viz.widgets import SliceViewer, slice_viewer
@@ -34,6 +37,9 @@ __all__ = [
     "SliceViewer",
     "Surface",
     "bone_surfaces",
+    "draw_geometry",
+    "film_markers",
+    "geometry_figure",
     "hu_histogram",
     "label_colors",
     "mip",
