@@ -3,6 +3,7 @@ declared, the manifest shipped as package data, the data manifest's chapters and
 the real example CT (geometry, labels, checksum)."""
 
 import ast
+import json
 import re
 import shutil
 import subprocess
@@ -163,11 +164,23 @@ UNDECLARED_IMPORTS = {
 }
 
 
-def _third_party_imports() -> dict:
-    """{top-level module: [files]} for every absolute import in bonelab/ outside the stdlib."""
-    found = {}
+def _sources():
+    """(name, Python source) of every module in bonelab/ and every code cell of the chapters."""
     for path in sorted((ROOT / "bonelab").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        yield path.relative_to(ROOT).as_posix(), path.read_text(encoding="utf-8")
+    for path in sorted((ROOT / "book").glob("*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        lines = (line for cell in code for line in cell.splitlines() if not line.lstrip().startswith(("%", "!")))
+        yield path.relative_to(ROOT).as_posix(), "\n".join(lines)
+
+
+def _third_party_imports() -> dict:
+    """{top-level module: [files]} for every absolute import outside the stdlib in bonelab/ and
+    in the chapters (the book is run by readers from an install of bonelab and its extras)."""
+    found = {}
+    for name, source in _sources():
+        for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.Import):
                 modules = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -175,7 +188,7 @@ def _third_party_imports() -> dict:
             else:
                 continue
             for top in {m.split(".")[0] for m in modules} - set(sys.stdlib_module_names) - {"bonelab"}:
-                found.setdefault(top, []).append(path.relative_to(ROOT).as_posix())
+                found.setdefault(top, []).append(name)
     return found
 
 
@@ -194,7 +207,7 @@ def test_import_scan_sees_the_libraries_bonelab_uses():
     imports = _third_party_imports()
     assert {"numpy", "SimpleITK", "tifffile", "PIL", "torch"} <= set(imports)
     assert "os" not in imports and "bonelab" not in imports
-    assert "bonelab/cli.py" in imports["tifffile"]
+    assert "bonelab/cli.py" in imports["tifffile"] and "book/01_loading_ct.ipynb" in imports["pydicom"]
 
 
 # --- the manifest ships in the package ---------------------------------------------------------------
