@@ -1,6 +1,6 @@
 # bonelab: two commands do everything on a fresh machine.
 #   make book   build the HTML book into _build/html, executing every chapter (full size)
-#   make test   unit tests + every chapter under nbval, in quick mode (BONELAB_QUICK=1)
+#   make test   lint (ruff), then unit tests + every chapter under nbval, in quick mode (BONELAB_QUICK=1)
 # Set-up is automatic: the first run creates .venv and installs bonelab into it.
 # On a machine with its own PyTorch (a GPU box): `make test-gpu VENV_PY=python3` uses that
 # interpreter as it is and installs nothing.
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 CHAPTERS := $(sort $(wildcard book/*.ipynb))
 
-.PHONY: book test test-unit test-book test-gpu bench clean venv
+.PHONY: book lint test test-unit test-book test-gpu bench clean venv
 
 ifeq ($(VENV_PY),$(VENV)/bin/python)
 venv: $(STAMP)
@@ -39,7 +39,12 @@ book: venv
 	$(VENV_PY) -c "import sys; from jupyter_book.cli.main import main; sys.exit(main())" build . --builder html
 	@echo "open _build/html/index.html"
 
-test: venv
+# Lint: pyflakes, pycodestyle, isort, bugbear and pyupgrade rules (see [tool.ruff] in pyproject.toml),
+# over the package, the tests, the benchmarks and the chapters (ruff reads .ipynb too).
+lint: venv
+	$(VENV_PY) -m ruff check bonelab tests benchmarks book
+
+test: venv lint
 	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q tests bonelab $(NBVAL) $(CHAPTERS)
 
 test-unit: venv

@@ -15,14 +15,14 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from bonelab.errors import BonelabError, InvalidArgumentError
+from bonelab.files import atomic_path, write_json
+from bonelab.volume import default_label_names
 
 IMAGE_SUFFIXES = (".png", ".npy", ".nii.gz", ".nii", ".tif", ".tiff")
 
@@ -126,14 +126,13 @@ def _run_drr(args) -> int:
     if labels is not None:
         paths, values = project_labels(labels, geoms)
         masks = label_masks(paths, min_mm=args.min_mm).numpy().astype(np.uint8)  # (B, L, H, W)
-        names = {int(v): labels.label_names.get(v, f"label {v}") for v in values} if labels.label_names else {}
+        names = default_label_names(values, labels.label_names)
         stem = _stem(out, suffix) + "_labels"
         written += _write(masks if len(geoms) > 1 else masks[0], out.with_name(stem + suffix), suffix, geoms[0],
                           scale=False)
         side = out.with_name(stem + ".json")
-        _atomic(side, lambda tmp: tmp.write_text(json.dumps(
-            {"channels": [{"channel": c, "value": v, "name": names.get(v, str(v))} for c, v in enumerate(values)],
-             "min_mm": args.min_mm}, indent=1)))
+        write_json(side, {"channels": [{"channel": c, "value": v, "name": names[v]} for c, v in enumerate(values)],
+                          "min_mm": args.min_mm})
         written.append(side)
         print(f"{len(values)} label channels (path >= {args.min_mm} mm)")
     for path in written:
@@ -154,15 +153,9 @@ def _stem(path: Path, suffix: str) -> str:
 
 
 def _atomic(path: Path, write) -> None:
-    """Write through a temporary name in the same folder, then rename (no half-written files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{''.join(path.suffixes)}")
-    try:
+    """``write(tmp)`` to a temporary name in the same folder, then rename (no half-written files)."""
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _write(arr: np.ndarray, path: Path, suffix: str, geom, *, scale: bool) -> list:

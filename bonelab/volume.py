@@ -9,7 +9,8 @@ Conventions (the same as SimpleITK's, everywhere in bonelab):
   axes; world coordinates are LPS (x to the patient's Left, y to Posterior, z to Superior).
 * A continuous index is ``(i, j, k)`` = (x, y, z) order, as in ITK; ``array[k, j, i]`` reads it.
 * CT values are Hounsfield units (float32); label maps hold integers with a ``{value: name}``
-  table in ``label_names`` (0 is background).
+  table in ``label_names`` (0 is background); :func:`default_label_names` names the values a
+  table lacks, :func:`label_centroids` says where each structure is.
 """
 
 from __future__ import annotations
@@ -120,8 +121,20 @@ class Volume:
         inv = np.linalg.inv(self.direction @ np.diag(self.spacing))
         return (xyz - np.asarray(self.origin)) @ inv.T
 
+    def value_at(self, point):
+        """The value of the voxel nearest to the world point ``point`` (x, y, z) LPS mm.
+
+        >>> import numpy as np
+        >>> Volume(np.arange(8.0).reshape(2, 2, 2), spacing=(2, 2, 2)).value_at([2.1, 0, 0])
+        1.0
+        """
+        i, j, k = np.round(self.world_to_index(np.asarray(point, dtype=float).reshape(3))).astype(int)
+        if not (0 <= i < self.size[0] and 0 <= j < self.size[1] and 0 <= k < self.size[2]):
+            raise InvalidArgumentError(f"point {tuple(point)} mm lies outside the volume ({self.geometry_str()}).")
+        return self.array[k, j, i].item()
+
     # --- copies and conversion -----------------------------------------------------------------
-    def with_array(self, array, label_names=...) -> "Volume":
+    def with_array(self, array, label_names=...) -> Volume:
         """A new Volume on the same grid holding ``array`` (same shape).  ``label_names`` is
         kept unless given (pass None for an intensity image)."""
         array = np.asarray(array)
@@ -132,7 +145,7 @@ class Volume:
         names = self.label_names if label_names is ... else label_names
         return Volume(array, self.spacing, self.origin, self.direction.copy(), names)
 
-    def same_grid(self, other: "Volume", atol: float = 1e-3) -> bool:
+    def same_grid(self, other: Volume, atol: float = 1e-3) -> bool:
         """True if ``other`` has the same shape, spacing, origin and direction (mm tolerance)."""
         return (
             self.shape == other.shape
@@ -160,7 +173,7 @@ class Volume:
         return img
 
     @classmethod
-    def from_sitk(cls, image, label_names: dict | None = None) -> "Volume":
+    def from_sitk(cls, image, label_names: dict | None = None) -> Volume:
         """Build a Volume from a 3D ``SimpleITK.Image`` (the voxels are copied)."""
         import SimpleITK as sitk
 
@@ -177,3 +190,41 @@ class Volume:
     def __repr__(self) -> str:
         kind = f"labels ({len(self.label_names)} names)" if self.is_label else "image"
         return f"Volume({kind}, shape(z,y,x)={self.shape}, dtype={self.array.dtype}, {self.geometry_str()})"
+
+
+def default_label_names(values, names: dict | None = None) -> dict:
+    """``{value: name}`` for the label values in ``values`` (an array or any iterable) and ``names``: the name from
+    ``names`` where it has one, else ``"label <value>"``; 0 (background) gets none unless
+    ``names`` gives it.  Sorted by value.  The one place bonelab names unnamed labels.
+
+    >>> default_label_names([0, 1, 3], {1: "radius"})
+    {1: 'radius', 3: 'label 3'}
+    """
+    out = {int(k): str(v) for k, v in (names or {}).items()}
+    flat = np.ravel(values) if isinstance(values, np.ndarray) else values  # or a list, set, dict keys
+    out.update({int(v): f"label {int(v)}" for v in flat if v and int(v) not in out})
+    return dict(sorted(out.items()))
+
+
+def label_centroids(labels: Volume, values=None) -> dict:
+    """Centroid of each labelled structure: ``{value: (x, y, z)}`` in LPS mm (the mean world
+    position of its voxel centres), for the non-zero ``values`` given (default: all present).
+    A value with no voxel is left out.  Works through the label map's direction, so it holds
+    for any storage order.
+
+    >>> import numpy as np
+    >>> lab = Volume(np.zeros((4, 4, 4), np.uint8), spacing=(1, 1, 2), origin=(10, 0, 0), label_names={})
+    >>> lab.array[1:3, 0, 0] = 5
+    >>> label_centroids(lab)
+    {5: (10.0, 0.0, 3.0)}
+    """
+    from scipy import ndimage
+
+    array = np.asarray(labels.array)
+    present = [int(v) for v in np.unique(array) if v]
+    wanted = present if values is None else [int(v) for v in values if int(v) in present]
+    if not wanted:
+        return {}
+    centres = ndimage.center_of_mass(array > 0, array, wanted)  # (z, y, x) indices
+    world = labels.index_to_world(np.asarray(centres)[:, ::-1])
+    return {v: tuple(float(c) for c in p) for v, p in zip(wanted, world)}

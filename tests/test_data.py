@@ -108,7 +108,7 @@ def test_fetch_good_checksum_downloads_once(server):
     f = _serve(root, base, "toy.bin", payload) | {"sha256": _sha(payload)}
     folder = data.fetch("toy", manifest=_manifest([f]), progress=False)
     assert (folder / "toy.bin").read_bytes() == payload
-    assert not (folder / "toy.bin.part").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["toy.bin"]  # no temporary file left beside it
     (root / "toy.bin").unlink()  # a second fetch must not need the server
     assert data.fetch("toy", manifest=_manifest([f]), progress=False) == folder
 
@@ -122,7 +122,7 @@ def test_fetch_bad_checksum_deletes_and_names_both_hashes(server):
         data.fetch("toy", manifest=_manifest([f]), progress=False)
     assert wrong in str(err.value) and _sha(payload) in str(err.value)
     folder = config.data_dir() / "toy"
-    assert list(folder.iterdir()) == []  # neither the file nor its .part survived
+    assert list(folder.iterdir()) == []  # neither the file nor its temporary copy survived
 
 
 def test_fetch_replaces_a_corrupt_cached_copy(server):

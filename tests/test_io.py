@@ -17,8 +17,8 @@ from bonelab import (
     NotCTError,
     UnreadableFileError,
     Volume,
+    io,
 )
-from bonelab import io
 
 SHAPE = (32, 48, 40)  # (z, y, x)
 SPACING = (0.7, 0.9, 1.5)
@@ -474,3 +474,49 @@ def test_real_single_ct_slice(tmp_path):
     assert series["uid"] == "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322"
     with pytest.raises(NotCTError, match="2D image, not a CT volume"):
         io.read_ct(tmp_path)
+
+
+# --- one home each: window bounds, resampling onto a grid, histogram peaks --------------------------
+def test_window_bounds_is_what_window_and_the_figures_use():
+    assert io.window_bounds("BONE") == (-500.0, 1300.0) == io.window_bounds((400, 1800))
+    for name, (level, width) in io.WINDOWS.items():
+        low, high = io.window_bounds(name)
+        assert high - low == width
+        np.testing.assert_allclose(io.window(np.array([low, level, high]), name), [0.0, 0.5, 1.0])
+    for bad in ("skull", (40,), (40, 0), ""):
+        with pytest.raises(InvalidArgumentError):
+            io.window_bounds(bad)
+
+
+def test_resample_onto_another_grid_keeps_world_positions(ct):
+    direction = rotation(20, 10)
+    target = Volume(np.zeros((20, 30, 30), np.float32), spacing=(1.2, 1.2, 1.8), direction=direction,
+                    origin=ct.center - direction @ (np.array([1.2, 1.2, 1.8]) * [14.5, 14.5, 9.5]))
+    out = io.resample_onto(ct, target.size, target.spacing, target.origin, target.direction,
+                           interpolator="nearest")
+    assert out.same_grid(target) and out.array.dtype == np.float32
+    k, j, i = (np.array(out.shape) // 2) + [1, -2, 3]  # any voxel inside the CT
+    world = out.index_to_world([i, j, k])
+    assert out.array[k, j, i] == ct.value_at(world)
+
+
+def test_resample_axis_aligned_covers_an_oblique_volume(ct):
+    oblique = io.resample(Volume(ct.array, ct.spacing, ct.origin, rotation(30, 0)), 1.5)
+    straight = io.resample_axis_aligned(oblique)
+    np.testing.assert_allclose(straight.direction, np.eye(3))
+    lo, hi = oblique.corners().min(0), oblique.corners().max(0)
+    np.testing.assert_allclose(straight.corners().min(0), lo, atol=1.5)
+    np.testing.assert_allclose(straight.corners().max(0), hi, atol=1.5)
+
+
+def test_histogram_peaks_finds_the_tissue_peaks_most_prominent_first():
+    rng = np.random.default_rng(0)
+    hu = np.concatenate([rng.normal(-1000, 15, 60_000), rng.normal(40, 20, 30_000), rng.normal(700, 60, 4_000),
+                         rng.uniform(-1100, 2000, 50)])  # a few stray voxels make no peak
+    peaks = io.histogram_peaks(hu, bins=310, range=(-1100, 2000))
+    assert len(peaks) == 3
+    for (centre, count), true in zip(sorted(peaks), (-1000, 40, 700)):
+        assert abs(centre - true) <= 10 and count > 0  # within one 10 HU bin
+    assert peaks[0][1] == max(c for _, c in peaks)  # the air peak, the tallest, is the most prominent
+    assert io.histogram_peaks(hu, n_max=1) == peaks[:1]
+    assert io.histogram_peaks(np.zeros(0)) == []

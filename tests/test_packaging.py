@@ -1,9 +1,16 @@
-"""Packaging and data consistency: environment.yml vs pyproject.toml, the data manifest's
-chapters and citations, and the real example CT (geometry, labels, checksum)."""
+"""Packaging and data consistency: environment.yml vs pyproject.toml, every imported library
+declared, the manifest shipped as package data, the data manifest's chapters and citations, and
+the real example CT (geometry, labels, checksum)."""
 
+import ast
+import json
 import re
 import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +155,78 @@ def test_example_ct_refuses_a_tampered_file(tmp_path, monkeypatch):
 def test_example_ct_refuses_to_resample_the_raw_padding():
     with pytest.raises(InvalidArgumentError, match="outside_fov"):
         data.example_ct(spacing=(2.0, 2.0, 2.5), outside_fov=None)
+
+
+# --- every imported library is declared ----------------------------------------------------------
+# Imported by bonelab but deliberately not declared, with the reason.
+UNDECLARED_IMPORTS = {
+    "triton": "comes with CUDA builds of torch; the Makefile installs it on CPU machines for the interpreter tests",
+}
+
+
+def _sources():
+    """(name, Python source) of every module in bonelab/ and every code cell of the chapters."""
+    for path in sorted((ROOT / "bonelab").rglob("*.py")):
+        yield path.relative_to(ROOT).as_posix(), path.read_text(encoding="utf-8")
+    for path in sorted((ROOT / "book").glob("*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        lines = (line for cell in code for line in cell.splitlines() if not line.lstrip().startswith(("%", "!")))
+        yield path.relative_to(ROOT).as_posix(), "\n".join(lines)
+
+
+def _third_party_imports() -> dict:
+    """{top-level module: [files]} for every absolute import outside the stdlib in bonelab/ and
+    in the chapters (the book is run by readers from an install of bonelab and its extras)."""
+    found = {}
+    for name, source in _sources():
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for top in {m.split(".")[0] for m in modules} - set(sys.stdlib_module_names) - {"bonelab"}:
+                found.setdefault(top, []).append(name)
+    return found
+
+
+def test_every_imported_library_is_declared_in_pyproject():
+    distributions = metadata.packages_distributions()  # import name -> distribution names
+    declared = _pyproject_names()
+    missing = {}
+    for module, files in _third_party_imports().items():
+        names = {_norm(d) for d in distributions.get(module, [module])}
+        if not names & declared and module not in UNDECLARED_IMPORTS:
+            missing[module] = sorted(set(files))
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_import_scan_sees_the_libraries_bonelab_uses():
+    imports = _third_party_imports()
+    assert {"numpy", "SimpleITK", "tifffile", "PIL", "torch"} <= set(imports)
+    assert "os" not in imports and "bonelab" not in imports
+    assert "bonelab/cli.py" in imports["tifffile"] and "book/01_loading_ct.ipynb" in imports["pydicom"]
+
+
+# --- the manifest ships in the package ---------------------------------------------------------------
+def test_top_level_manifest_is_a_link_to_the_package_copy():
+    top = ROOT / "data_manifest.yaml"
+    assert top.is_symlink() and top.resolve() == (ROOT / "bonelab" / "data_manifest.yaml").resolve()
+    assert data.MANIFEST_PATH.resolve() == top.resolve()
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_manifest(tmp_path):
+    """A non-editable install gets the manifest: the wheel holds bonelab/data_manifest.yaml, the
+    real file (not the link), byte for byte."""
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = tmp_path.glob("bonelab-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        shipped = z.read("bonelab/data_manifest.yaml")
+        assert not any(n.endswith(".ipynb") or n.startswith("tests/") for n in z.namelist())
+    assert shipped == (ROOT / "bonelab" / "data_manifest.yaml").read_bytes()
+    assert len(yaml.safe_load(shipped)["datasets"]) == len(data.manifest()["datasets"])

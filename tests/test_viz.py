@@ -262,7 +262,7 @@ def test_view3d_falls_back_without_a_front_end(capsys, monkeypatch):
     fake = types.ModuleType("itkwidgets")
     fake.view = lambda **kw: (_ for _ in ()).throw(RuntimeError("self.server is None"))
     monkeypatch.setitem(sys.modules, "itkwidgets", fake)
-    monkeypatch.setattr(viz, "_no_interactive_reason", lambda: None)
+    monkeypatch.setattr(viz.surfaces, "_no_interactive_reason", lambda: None)
     assert isinstance(viz.view3d(vol, step=2), matplotlib.figure.Figure)
     assert "itkwidgets.view failed: RuntimeError: self.server is None" in capsys.readouterr().out
     fake.view = lambda **kw: ("live viewer", kw["image"].GetSize())
@@ -337,3 +337,59 @@ def test_real_chest_ct_is_shown_radiologically():
     assert heart_x > cord_x + 20  # the heart, left of the midline, is on the image right
     assert cord_y > heart_y + 50  # the spinal canal is posterior: lower in the image (y grows downward)
     assert axial.get_ylim()[0] > axial.get_ylim()[1]
+
+
+# --- orientation markers and projection figures ---------------------------------------------------
+def test_orientation_markers_put_each_letter_at_its_edge():
+    _, ax = plt.subplots()
+    texts = viz.orientation_markers(ax, left="radial", right="ulnar", top="distal", bottom=None, color="red")
+    where = {t.get_text(): t.get_position() for t in texts}
+    assert list(where) == ["radial", "ulnar", "distal"]  # no letter for an edge given None
+    assert where["radial"][0] < 0.1 and where["ulnar"][0] > 0.9 and where["distal"][1] > 0.9
+    assert all(t.get_transform() == ax.transAxes and t.get_color() == "red" for t in texts)
+
+
+@pytest.mark.parametrize("view, letters", [("pa", ("R", "L", "H", "F")), ("ap", ("R", "L", "H", "F")),
+                                          ("lateral-left", ("A", "P", "H", "F")),
+                                          ("lateral-right", ("P", "A", "H", "F"))])
+def test_film_markers_name_where_points_of_the_patient_project(view, letters):
+    from bonelab.drr import geometry
+
+    g = geometry.view(view, isocenter=(0.0, 0.0, 0.0), size=64)
+    _, ax = plt.subplots()
+    left, right, top, bottom = (t.get_text() for t in viz.film_markers(ax, g))
+    assert (left, right, top, bottom) == letters
+    # Ground truth from the projection matrix: a point 50 mm toward the patient's direction named
+    # on the right lands right of the centre column, the one named at the top above the centre row.
+    toward = {"L": (50, 0, 0), "R": (-50, 0, 0), "P": (0, 50, 0), "A": (0, -50, 0), "H": (0, 0, 50), "F": (0, 0, -50)}
+    (col_r, _), (_, row_t) = g.project([toward[right], toward[top]])
+    assert col_r > 31.5 and row_t < 31.5
+
+
+def test_detector_extent_and_magnification_agree_with_the_projection():
+    from bonelab.drr import pa
+
+    g = pa(isocenter=(0.0, 0.0, 0.0), size=(80, 60), pixel=0.5)
+    left, right, bottom, top = g.extent()
+    assert (right - left, bottom - top) == (80 * 0.5, 60 * 0.5) and left == -right and top == -bottom
+    for y in (-100.0, 0.0, 120.0):  # 10 mm along x at depth y projects to 10 mm * M on the detector
+        (c0, _), (c1, _) = g.project([[0.0, y, 0.0], [10.0, y, 0.0]])
+        assert (c1 - c0) * 0.5 == pytest.approx(10.0 * g.magnification([0.0, y, 0.0]))
+
+
+def test_geometry_figure_draws_source_detector_and_volume():
+    from bonelab.drr import lateral
+
+    vol, _ = _sphere(DIRECTIONS["flip_y"])
+    g = lateral(vol, "left", size=32)
+    fig = viz.geometry_figure(g, vol, title="left lateral")
+    axial, sagittal = fig.axes
+    source = np.asarray(g.source)
+    star = next(line for line in axial.lines if line.get_label() == "X-ray source")
+    assert star.get_xydata()[0].tolist() == pytest.approx([source[0], source[1]])  # axial: (x, y)
+    star = next(line for line in sagittal.lines if line.get_label() == "X-ray source")
+    assert star.get_xydata()[0].tolist() == pytest.approx([source[1], source[2]])  # sagittal: (y, z)
+    assert axial.get_ylim()[0] > axial.get_ylim()[1]  # anterior up in the axial plane
+    assert axial.images[0].get_extent()[0] == pytest.approx(vol.corners()[:, 0].min())
+    with pytest.raises(InvalidArgumentError, match="plane"):
+        viz.draw_geometry(axial, g, vol, plane="coronal")

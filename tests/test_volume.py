@@ -5,6 +5,7 @@ import pytest
 import SimpleITK as sitk
 
 from bonelab import InvalidArgumentError, Volume
+from bonelab.volume import default_label_names, label_centroids
 
 
 def rotation(deg_z, deg_x):
@@ -124,3 +125,37 @@ def test_geometry_str_and_repr(oblique):
     text = oblique.geometry_str()
     assert "size (x,y,z)=(11, 9, 7)" in text and "spacing=(0.7, 0.9, 2.5)" in text
     assert "image" in repr(oblique)
+
+
+# --- label names and centroids ---------------------------------------------------------------------
+def test_default_label_names_keeps_given_names_and_names_the_rest():
+    assert default_label_names(np.array([[0, 2], [5, 2]]), {2: "ulna", 9: "absent"}) == {
+        2: "ulna", 5: "label 5", 9: "absent"}
+    assert default_label_names({3, 1}) == {1: "label 1", 3: "label 3"}
+    assert default_label_names([0]) == {} and default_label_names([0], {0: "background"}) == {0: "background"}
+
+
+@pytest.mark.parametrize("direction", [np.eye(3), np.diag([1.0, -1.0, 1.0]), rotation(25, -15)])
+def test_label_centroids_are_world_positions(direction):
+    shape, spacing = (20, 24, 28), (0.8, 1.1, 2.0)
+    lab = Volume(np.zeros(shape, np.uint8), spacing, (5.0, -40.0, 120.0), direction, label_names={})
+    k, j, i = np.indices(shape)
+    world = lab.index_to_world(np.stack([i, j, k], -1))
+    centre = lab.center + [3.0, -4.0, 6.0]
+    ball = np.linalg.norm(world - centre, axis=-1) < 6.0
+    lab.array[ball] = 7
+    lab.array[0, 0, :3] = 2  # three voxels in a row along x
+    got = label_centroids(lab)
+    assert sorted(got) == [2, 7]
+    np.testing.assert_allclose(got[7], world[ball].mean(0), atol=1e-9)
+    np.testing.assert_allclose(got[7], centre, atol=0.3)  # a voxelised ball is centred on its centre
+    np.testing.assert_allclose(got[2], lab.index_to_world([1, 0, 0]), atol=1e-9)
+    assert label_centroids(lab, [7, 99]).keys() == {7}
+
+
+def test_value_at_reads_the_nearest_voxel(oblique):
+    k, j, i = 3, 4, 5
+    world = oblique.index_to_world([i + 0.3, j - 0.2, k + 0.4])
+    assert oblique.value_at(world) == oblique.array[k, j, i]
+    with pytest.raises(InvalidArgumentError, match="outside"):
+        oblique.value_at(oblique.index_to_world([-3, 0, 0]))

@@ -194,7 +194,7 @@ class Geometry:
         h = np.concatenate([pts, np.ones((len(pts), 1))], axis=1) @ self.projection_matrix().T
         return h[:, :2] / h[:, 2:3]
 
-    def transformed(self, rotation_deg, translation_mm, center=None) -> "Geometry":
+    def transformed(self, rotation_deg, translation_mm, center=None) -> Geometry:
         """Move the source and detector rigidly: rotate by the rotation vector ``rotation_deg``
         (axis times angle in degrees, LPS) about ``center`` (mm; default the world origin, pass
         ``volume.center`` to turn about the CT's centre), then translate by ``translation_mm``.
@@ -225,6 +225,40 @@ class Geometry:
             u=turn(self.u), v=turn(self.v),
         )
 
+    def extent(self) -> tuple:
+        """``matplotlib.imshow`` extent ``(left, right, bottom, top)`` in mm on the detector,
+        centred on the detector centre, row 0 at the top: ``imshow(image, extent=g.extent())``
+        labels the axes in detector mm (u to the right, v down).
+
+        >>> pa(size=(100, 50), pixel=2.0, isocenter=(0, 0, 0)).extent()
+        (-100.0, 100.0, 50.0, -50.0)
+        """
+        half_w, half_h = self.width * self.pixel[0] / 2, self.height * self.pixel[1] / 2
+        return (-half_w, half_w, half_h, -half_h)
+
+    def magnification(self, points) -> np.ndarray:
+        """Geometric magnification ``sdd / d`` of world points (N, 3) or (3,) LPS mm, ``d`` their
+        distance from the source along the detector normal: how much larger than life a
+        structure there appears on the detector.
+
+        >>> g = pa(isocenter=(0, 0, 0))   # sid 820, sdd 1020 mm
+        >>> round(float(g.magnification([0, 0, 0])), 4), round(float(g.magnification([0, -100, 0])), 4)
+        (1.2439, 1.1087)
+        """
+        depth = np.abs((np.asarray(points, dtype=float) - _np(self.source)) @ self.normal)
+        return self.sdd / depth
+
+    def edge_letters(self, names=None) -> tuple:
+        """The patient directions at the image's (left, right, top, bottom) edges: those of
+        ``-u``, ``+u``, ``-v``, ``+v`` as :func:`direction_letter` names them (``names`` as
+        there).  :func:`bonelab.viz.film_markers` writes them on a film.
+
+        >>> pa(isocenter=(0, 0, 0)).edge_letters()
+        ('R', 'L', 'H', 'F')
+        """
+        u, v = _np(self.u), _np(self.v)
+        return tuple(direction_letter(vec, names) for vec in (-u, u, -v, v))
+
     def describe(self) -> str:
         """Multi-line human-readable summary (what ``bonelab drr`` prints)."""
         s, d = _np(self.source), _np(self.detector_center)
@@ -240,6 +274,31 @@ class Geometry:
 
     def __repr__(self) -> str:
         return "Geometry(" + self.describe().replace("\n", "; ") + ")"
+
+
+#: Names of the patient directions along the LPS axes: ``{(axis, sign): letter}``, axis 0 = x,
+#: 1 = y, 2 = z; H(ead) and F(eet) along z, as radiographs are marked.
+PATIENT_DIRECTIONS = {(0, 1): "L", (0, -1): "R", (1, 1): "P", (1, -1): "A", (2, 1): "H", (2, -1): "F"}
+
+
+def direction_letter(vector, names=None) -> str:
+    """The name of the patient direction closest to a world ``vector`` (x, y, z) LPS: the axis of
+    its largest component and that component's sign, looked up in ``names`` (default
+    :data:`PATIENT_DIRECTIONS`; pass e.g. ``{(0, 1): "ulnar", (0, -1): "radial", ...}`` for an
+    anatomical frame such as a hand's).
+
+    >>> direction_letter([0.1, -0.9, 0.2]), direction_letter([0, 0, -1])
+    ('A', 'F')
+    """
+    vec = _np(vector).ravel()
+    if vec.shape != (3,) or not np.any(vec):
+        raise InvalidArgumentError(f"direction_letter needs a non-zero (x, y, z) vector; got {vec}.")
+    axis = int(np.argmax(np.abs(vec)))
+    table = PATIENT_DIRECTIONS if names is None else names
+    key = (axis, int(np.sign(vec[axis])))
+    if key not in table:
+        raise InvalidArgumentError(f"names has no entry for (axis, sign) = {key}; give all six directions.")
+    return table[key]
 
 
 def _rotation_matrix_torch(rotvec):

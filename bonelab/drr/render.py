@@ -31,6 +31,7 @@ import numpy as np
 from bonelab.drr import _kernels, _triton
 from bonelab.drr.geometry import Geometry, _np, as_list
 from bonelab.errors import GeometryMismatchError, InvalidArgumentError, InvalidValuesError
+from bonelab.files import check_finite
 from bonelab.volume import Volume
 
 OUTPUTS = ("line_integral", "intensity", "radiograph")
@@ -41,13 +42,8 @@ DEFAULT_ENERGY_KEV = 60.0
 def _check_volume(volume, what="ct") -> np.ndarray:
     if not isinstance(volume, Volume):
         raise InvalidArgumentError(f"{what} must be a bonelab.Volume (use bonelab.io.read_ct); got {type(volume).__name__}.")
-    arr = volume.array
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).sum())
-        raise InvalidValuesError(
-            f"{what} holds {bad} NaN/infinite voxels; replace them (e.g. np.nan_to_num(a, nan=-1000)) before rendering."
-        )
-    return arr
+    check_finite(volume.array, what, "replace them (e.g. np.nan_to_num(a, nan=-1000)) before rendering")
+    return volume.array
 
 
 def _default_step(volume: Volume) -> float:
