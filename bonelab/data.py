@@ -395,7 +395,7 @@ def _check_tar_member(archive, m: tarfile.TarInfo):
 # --- the example CT ----------------------------------------------------------------------------
 def _installed_file(package_path: str, e: dict) -> Path:
     """Where an installed distribution keeps ``package_path`` (located without importing it)."""
-    dist_name = package_path.split("/")[0]
+    dist_name = e.get("distribution") or package_path.split("/")[0]
     try:
         dist = metadata.distribution(dist_name)
     except metadata.PackageNotFoundError as exc:
@@ -411,6 +411,25 @@ def _package_files(e: dict) -> dict:
     """{file name: verified path} for a ``source: package`` entry."""
     return {f["name"]: verify_file(_installed_file(f["package_path"], e), f["sha256"])
             for f in e["files"]}
+
+
+REAL_RADIOGRAPHS = {"chest": "pydicom-data-rg1-chest", "ankle": "pydicom-data-rg3-ankle"}
+"""The real radiographs that ship with packages: name -> manifest id."""
+
+
+def real_radiograph(name: str = "chest") -> Path:
+    """Path of a real radiograph that ships with an installed package, checked against the
+    manifest's SHA-256 (never downloaded): ``"chest"`` (RG1_UNCI.dcm, a computed-radiography
+    chest PA) or ``"ankle"`` (RG3_UNCI.dcm, a distal tibia), both from ``pydicom-data``.
+    Read it with :func:`bonelab.segment.read_xray`.
+
+    >>> real_radiograph("ankle").name
+    'RG3_UNCI.dcm'
+    """
+    if name not in REAL_RADIOGRAPHS:
+        raise InvalidArgumentError(f"no real radiograph named {name!r}; choose one of {sorted(REAL_RADIOGRAPHS)}.")
+    e = entry(REAL_RADIOGRAPHS[name])
+    return _package_files(e)[e["files"][0]["name"]]
 
 
 def _structure_names(csv_path: Path) -> dict:

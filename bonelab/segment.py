@@ -47,7 +47,6 @@ from bonelab.errors import (
 )
 
 SUFFIXES = (".png", ".tif", ".tiff", ".dcm", ".dicom", ".jpg", ".jpeg")
-PYDICOM_RADIOGRAPHS = ("RG1_UNCI.dcm", "RG3_UNCI.dcm")
 """The real radiographs that the ``pydicom-data`` package ships (NEMA WG04 test images):
 computed radiography of a chest PA (1955 x 1841) and of a distal tibia and ankle (1760 x 1760)."""
 
@@ -86,28 +85,6 @@ class XrayImage:
     inverted_on_read: bool = False
     spacing_source: str | None = None
     orientation: tuple | None = None
-
-
-def find_pydicom_radiograph(name: str) -> Path:
-    """Path of a real radiograph shipped by the ``pydicom-data`` package, found offline in the
-    installed package (never downloaded); ``name`` is one of :data:`PYDICOM_RADIOGRAPHS`.
-
-    >>> find_pydicom_radiograph("RG3_UNCI.dcm").name   # doctest: +SKIP
-    'RG3_UNCI.dcm'
-    """
-    import importlib.util
-
-    if name not in PYDICOM_RADIOGRAPHS:
-        raise InvalidArgumentError(f"no pydicom-data radiograph named {name!r}; choose one of {PYDICOM_RADIOGRAPHS}.")
-    found = importlib.util.find_spec("data_store")  # pydicom-data installs its files as `data_store`
-    if found is None or found.origin is None:
-        raise MissingFileError(f"{name} ships with the pydicom-data package, which is not installed; "
-                               "install it with `pip install pydicom-data`.")
-    path = Path(found.origin).parent / "data" / name
-    if not path.is_file():
-        raise MissingFileError(f"{path} is missing from the installed pydicom-data; reinstall it "
-                               "(`pip install --force-reinstall pydicom-data`).")
-    return path
 
 
 def _tag(reader, key: str) -> str | None:
@@ -191,7 +168,8 @@ def read_xray(path) -> XrayImage:
     ``pixel_mm=None`` and a warning naming the file and what it holds.  PNG, TIFF and JPEG state
     neither polarity nor spacing: both None, without a warning.
 
-    >>> read_xray(find_pydicom_radiograph("RG3_UNCI.dcm")).polarity   # doctest: +SKIP
+    >>> from bonelab import data
+    >>> read_xray(data.real_radiograph("ankle")).polarity
     'bone-bright'
     """
     import SimpleITK as sitk

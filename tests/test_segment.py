@@ -7,10 +7,8 @@ import torch
 from bonelab.errors import InvalidArgumentError, MissingFileError
 from bonelab.models import ModelSpec, register_architecture, save_spec
 from bonelab.segment import (
-    PYDICOM_RADIOGRAPHS,
     XrayImage,
     exposed_field,
-    find_pydicom_radiograph,
     looks_inverted,
     normalize,
     read_xray,
@@ -277,9 +275,14 @@ def test_for_processing_and_inverse_presentation(tmp_path):
 
 
 # ------------------------------------------------------------- the real radiographs of pydicom-data
+PYDICOM_RADIOGRAPHS = ("RG1_UNCI.dcm", "RG3_UNCI.dcm")
+
+
 def real_radiograph(name):
-    pytest.importorskip("data_store", reason="pydicom-data is not installed (pip install pydicom-data)")
-    return find_pydicom_radiograph(name)
+    """The real file through the manifest (pydicom-data is a dev dependency, installed by make)."""
+    from bonelab import data
+
+    return data.real_radiograph({"RG1_UNCI.dcm": "chest", "RG3_UNCI.dcm": "ankle"}[name])
 
 
 @pytest.mark.parametrize("name, shape, orientation, spacing_warning", ids=["RG1", "RG3"], argvalues=[
@@ -330,8 +333,10 @@ def test_real_chest_lungs_dark_and_ankle_shutters_bright():
     assert rows == slice(0, 1760) and 440 < cols.start < 520 and 1180 < cols.stop < 1300
 
 
-def test_find_pydicom_radiograph_names():
-    with pytest.raises(InvalidArgumentError, match="RG1_UNCI.dcm"):
-        find_pydicom_radiograph("chest.dcm")
+def test_real_radiographs_through_the_manifest():
+    from bonelab import data
+
+    with pytest.raises(InvalidArgumentError, match="ankle"):
+        data.real_radiograph("chest.dcm")
     for name in PYDICOM_RADIOGRAPHS:
         assert real_radiograph(name).stat().st_size > 6_000_000
