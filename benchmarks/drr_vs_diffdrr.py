@@ -31,10 +31,10 @@ import io
 import os
 import platform
 import sys
-from datetime import datetime, timezone
-from pathlib import Path
 import threading
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -223,7 +223,7 @@ def scaling(ct, repeat, device="cpu"):
     ):
         v = Volume(np.ascontiguousarray(arr), spacing=spacing, origin=ct.origin, direction=ct.direction)
         rv = Renderer(v, energy_keV=ENERGY_KEV, device=device)
-        _, sec, _, _ = timed(lambda g: rv(g), pa(v, size=200), repeat)
+        _, sec, _, _ = timed(rv, pa(v, size=200), repeat)
         print(f"  {label:24s} {v.array.size / 1e6:6.1f} M voxels  {1000 * sec:8.1f} ms")
 
 
@@ -288,7 +288,7 @@ def main():
     out = _Tee()
     with contextlib.redirect_stdout(out):
         run(args)
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     where = ("all renderers on the CPU" if args.device == "cpu"
              else f"all renderers on a {torch.cuda.get_device_name()}")
     header = (f"Measured {when} on {platform.machine()} Linux, {os.cpu_count()} CPU cores ({where}), with "

@@ -154,7 +154,6 @@ def test_lumbar_instances_are_torchvision_detection_targets(lumbar_instances):
 def test_lumbar_instances_train_a_torchvision_mask_rcnn(lumbar_instances):
     torchvision = pytest.importorskip("torchvision")
     import torch
-
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
     torch.manual_seed(0)

@@ -34,13 +34,30 @@ import numpy as np
 from bonelab.errors import InvalidArgumentError
 from bonelab.metrics import hidden_fraction
 from bonelab.simulate.dataset import (
-    FORMAT_VERSION, SimulatedSplit, consolidate, dataset_info, load_split, metadata, read_metadata)
-from bonelab.simulate.jobs import (
-    SPLITS, Job, SubjectFiles, label_center, parse_shard, plan, render_sample, shard_jobs)
+    FORMAT_VERSION,
+    SimulatedSplit,
+    consolidate,
+    dataset_info,
+    load_split,
+    metadata,
+    read_metadata,
+)
+from bonelab.simulate.jobs import SPLITS, Job, SubjectFiles, label_center, parse_shard, plan, render_sample, shard_jobs
 from bonelab.simulate.physics import base_spectra, draw_physics, filtered_spectrum, radiograph
 from bonelab.simulate.protocols import (
-    PROTOCOLS, Protocol, View, display_flips, draw_geometry, film_directions, hang, hung_projection, make_geometry, nominal_geometry,
-    protocol, register_protocol)
+    PROTOCOLS,
+    Protocol,
+    View,
+    display_flips,
+    draw_geometry,
+    film_directions,
+    hang,
+    hung_projection,
+    make_geometry,
+    nominal_geometry,
+    protocol,
+    register_protocol,
+)
 from bonelab.simulate.targets import TARGETS, Target, make_target
 
 __all__ = [

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bonelab.errors import InvalidArgumentError
-from bonelab.simulate.protocols import (
-    display_flips, draw_geometry, draw_subject_options, hang, make_geometry, protocol)
+from bonelab.simulate.protocols import display_flips, draw_geometry, draw_subject_options, hang, make_geometry, protocol
 
 SPLITS = ("train", "val", "test")
 

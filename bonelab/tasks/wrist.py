@@ -64,9 +64,9 @@ def train(data, out, *, epochs: int = 20, batch_size: int = 16, lr: float = 3e-3
     ``masks``) into run folder ``out``.  Returns ``(model, TrainResult)``; the model holds the last
     epoch's weights (``best.pt`` the best validation Dice, what :func:`load_model` loads)."""
     from bonelab import simulate
+    from bonelab.losses import segmentation_loss
     from bonelab.metrics import batch_dice
     from bonelab.tasks import check_dataset
-    from bonelab.losses import segmentation_loss
     from bonelab.train import seed_everything
     from bonelab.train import train as train_loop
 
