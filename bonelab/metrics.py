@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from bonelab.errors import InvalidArgumentError, InvalidValuesError
+from bonelab.files import check_finite
 
 # --------------------------------------------------------------------------------------------
 # Dice on multi-label masks
@@ -235,8 +236,7 @@ def _as_image_batch(array, name: str) -> torch.Tensor:
         raise InvalidArgumentError(
             f"{name} must be one image (H, W) or a batch (N, C, H, W); got shape {tuple(tensor.shape)}."
         )
-    if not torch.isfinite(tensor).all():
-        raise InvalidValuesError(f"{name} contains NaN or infinite values.")
+    check_finite(tensor.numpy(), name, "replace them before measuring image quality")
     return tensor
 
 
@@ -326,8 +326,8 @@ def volume_agreement(pred_volumes, true_volumes) -> dict:
         raise InvalidArgumentError(
             f"pred_volumes and true_volumes must be 1D and of equal length >= 3; got {p.shape} and {t.shape}."
         )
-    if not (np.isfinite(p).all() and np.isfinite(t).all()):
-        raise InvalidValuesError("volumes contain NaN or infinite values; drop those cases first.")
+    check_finite(p, "pred_volumes", "drop those cases first")
+    check_finite(t, "true_volumes", "drop those cases first")
     if np.ptp(t) == 0:
         raise InvalidValuesError("all true volumes are equal: a regression line is undefined.")
     fit = linregress(t, p)

@@ -45,6 +45,7 @@ from bonelab.errors import (
     MissingFileError,
     UnreadableFileError,
 )
+from bonelab.files import check_finite
 
 SUFFIXES = (".png", ".tif", ".tiff", ".dcm", ".dicom", ".jpg", ".jpeg")
 """The real radiographs that the ``pydicom-data`` package ships (NEMA WG04 test images):
@@ -206,8 +207,7 @@ def normalize(image, percentiles=(0.5, 99.5)) -> np.ndarray:
     [0.0, 0.5, 1.0]
     """
     a = np.asarray(image, dtype=np.float64)
-    if not np.all(np.isfinite(a)):
-        raise InvalidValuesError("the radiograph holds NaN or infinite values; replace them before segmenting.")
+    check_finite(a, "the radiograph", "replace them before segmenting")
     lo, hi = np.percentile(a, percentiles)
     if hi <= lo:
         raise InvalidValuesError("the radiograph is constant (no contrast); check that the right file was read.")
