@@ -375,3 +375,40 @@ def bootstrap_ci(values, *, confidence: float = 0.95, n_resamples: int = 2000, s
     res = bootstrap((v,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="percentile",
                     random_state=np.random.default_rng(seed))
     return float(v.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU of two stacks of binary masks: ``a (P, H, W)``, ``b (T, H, W)`` -> ``(P, T)`` float64.
+
+    Written here because neither torchvision (box IoU only) nor MONAI (per-channel IoU of one-hot
+    stacks, not pairs) offers it; intersections are one matrix product.  Empty pairs score 0.
+
+    >>> a = torch.zeros(1, 4, 4, dtype=torch.bool); a[0, :2] = True       # 8 pixels
+    >>> b = torch.zeros(2, 4, 4, dtype=torch.bool); b[0, :1] = True; b[1] = True
+    >>> mask_iou(a, b)
+    tensor([[0.5000, 0.5000]], dtype=torch.float64)
+    """
+    a, b = a.flatten(1).double(), b.flatten(1).double()
+    inter = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1), 0.0)
+
+
+def matched_iou(iou: torch.Tensor) -> float:
+    """Symmetric best-match IoU from a ``(P predicted, T true)`` IoU matrix, in [0, 1].
+
+    Each true instance scores the IoU of its best-matching prediction (missed objects score 0) and
+    each prediction that of its best-matching true instance (false positives score 0); the result
+    is the mean over all ``P + T`` instances, so both misses and spurious detections cost.  NaN
+    when there are neither predictions nor true instances (skipped in the epoch mean).
+
+    >>> matched_iou(torch.tensor([[1.0, 0.0]]))     # one of two objects found exactly
+    0.6666666666666666
+    """
+    iou = torch.as_tensor(iou, dtype=torch.float64)
+    p, t = iou.shape
+    if p + t == 0:
+        return math.nan
+    if p == 0 or t == 0:
+        return 0.0
+    return float((iou.max(0).values.sum() + iou.max(1).values.sum()) / (p + t))

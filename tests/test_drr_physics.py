@@ -17,6 +17,7 @@ import torch
 import xraydb
 
 from bonelab.drr import physics as P
+from bonelab.drr import processing as proc
 from bonelab.errors import InvalidArgumentError, InvalidValuesError
 
 
@@ -408,17 +409,17 @@ def test_unsharp_mask_raises_edge_steps_by_one_plus_amount():
 
     step = np.repeat([[0.3] * 60 + [0.7] * 60], 30, axis=0)
     for amount in (0.25, 0.5, 1.0):
-        out = P.unsharp_mask(step, sigma_mm=4.0, amount=amount, pixel_mm=0.4)  # sigma 10 px
+        out = proc.unsharp_mask(step, sigma_mm=4.0, amount=amount, pixel_mm=0.4)  # sigma 10 px
         blur = gaussian_filter(step, 10.0, mode="nearest")
         expected = 0.4 * (1 + amount) - amount * (blur[15, 60] - blur[15, 59])
         assert out[15, 60] - out[15, 59] == pytest.approx(expected, rel=1e-3)
         assert out[15, 60] - out[15, 59] == pytest.approx(0.4 * (1 + amount), rel=0.05)
         assert out[15, 5] == pytest.approx(0.3, abs=1e-3)  # far from the edge: the level is kept
-    np.testing.assert_allclose(P.unsharp_mask(step, 2.0, 0.0, 0.4), step, atol=1e-7)
-    anisotropic = P.unsharp_mask(step.T, sigma_mm=4.0, amount=0.5, pixel_mm=(0.4, 8.0))  # 10 px along rows
+    np.testing.assert_allclose(proc.unsharp_mask(step, 2.0, 0.0, 0.4), step, atol=1e-7)
+    anisotropic = proc.unsharp_mask(step.T, sigma_mm=4.0, amount=0.5, pixel_mm=(0.4, 8.0))  # 10 px along rows
     assert anisotropic[60, 15] - anisotropic[59, 15] == pytest.approx(out[15, 60] - out[15, 59], rel=0.3)
     with pytest.raises(InvalidArgumentError, match="amount"):
-        P.unsharp_mask(step, 2.0, -1.0, 0.4)
+        proc.unsharp_mask(step, 2.0, -1.0, 0.4)
 
 
 def test_compress_dynamic_range_shrinks_low_frequencies_by_the_strength():
@@ -428,7 +429,7 @@ def test_compress_dynamic_range_shrinks_low_frequencies_by_the_strength():
     detail[::25] = 0.1  # one-pixel details, far smaller than the Gaussian
     img = np.tile(ramp + detail, (40, 1))
     for strength in (0.2, 0.5):
-        out = P.compress_dynamic_range(img, sigma_mm=8.0, strength=strength, pixel_mm=1.0)
+        out = proc.compress_dynamic_range(img, sigma_mm=8.0, strength=strength, pixel_mm=1.0)
         inner = slice(50, 350)  # away from the ends, where the low-pass is not a ramp
         smooth_in = np.polyfit(x[inner], img[20, inner], 1)[0]
         smooth_out = np.polyfit(x[inner], out[20, inner], 1)[0]
@@ -436,16 +437,16 @@ def test_compress_dynamic_range_shrinks_low_frequencies_by_the_strength():
         spikes = out[20, 200] - (out[20, 199] + out[20, 201]) / 2
         assert spikes == pytest.approx(0.1 * (1 - strength * 0.05), rel=0.05)  # detail keeps its contrast
         assert out.mean() == pytest.approx(img.mean(), abs=1e-3)
-    np.testing.assert_allclose(P.compress_dynamic_range(img, 8.0, 0.0, 1.0), img, atol=1e-7)
+    np.testing.assert_allclose(proc.compress_dynamic_range(img, 8.0, 0.0, 1.0), img, atol=1e-7)
     with pytest.raises(InvalidArgumentError, match="strength"):
-        P.compress_dynamic_range(img, 8.0, 1.0, 1.0)
+        proc.compress_dynamic_range(img, 8.0, 1.0, 1.0)
 
 
 @pytest.mark.parametrize("curve, kwargs", [("linear", {}), ("gamma", {"gamma": 1.6}), ("log", {"k": 5.0}),
                                            ("sigmoid", {"k": 8.0, "center": 0.4})])
 def test_detector_response_curves(curve, kwargs):
     x = np.linspace(0, 1, 101)[None]
-    y = P.detector_response(x, curve, **kwargs)
+    y = proc.detector_response(x, curve, **kwargs)
     assert y[0, 0] == pytest.approx(0, abs=1e-12) and y[0, -1] == pytest.approx(1)
     assert np.all(np.diff(y[0]) > 0)
     formula = {"linear": x, "gamma": x ** 1.6, "log": np.log(1 + 5 * x) / np.log(6)}
@@ -454,33 +455,33 @@ def test_detector_response_curves(curve, kwargs):
     else:  # the steepest point of the S curve is at its center
         assert np.argmax(np.diff(y[0])) in (39, 40)
     with pytest.raises(InvalidArgumentError, match="curve"):
-        P.detector_response(x, "film")
+        proc.detector_response(x, "film")
 
 
 def test_postprocess_chain_identity_order_and_seeds():
     rng = np.random.default_rng(0)
     img = np.clip(rng.normal(0.5, 0.15, (64, 64)), 0, 1).astype(np.float32)
-    assert np.array_equal(P.postprocess(img, None, pixel_mm=0.5), img)
+    assert np.array_equal(proc.postprocess(img, None, pixel_mm=0.5), img)
     identity = {"response": {"curve": "linear"}, "unsharp": {"sigma_mm": 1.0, "amount": 0.0},
                 "compress": {"sigma_mm": 10.0, "strength": 0.0}}
-    np.testing.assert_allclose(P.postprocess(img, identity, pixel_mm=0.5), img, atol=1e-6)
-    settings = P.draw_postprocess(seed=5)
-    assert settings == P.draw_postprocess(seed=5) and settings != P.draw_postprocess(seed=6)
-    for step, params in P.POSTPROCESS_RANGES.items():
+    np.testing.assert_allclose(proc.postprocess(img, identity, pixel_mm=0.5), img, atol=1e-6)
+    settings = proc.draw_postprocess(seed=5)
+    assert settings == proc.draw_postprocess(seed=5) and settings != proc.draw_postprocess(seed=6)
+    for step, params in proc.POSTPROCESS_RANGES.items():
         for key, span in params.items():
             value = settings[step][key]
             assert value in span if isinstance(value, str) else span[0] <= value <= span[1]
-    out = P.postprocess(img, settings, pixel_mm=0.5)
+    out = proc.postprocess(img, settings, pixel_mm=0.5)
     assert out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
     reordered = dict(reversed(list(settings.items())))
-    assert np.array_equal(P.postprocess(img, reordered, pixel_mm=0.5), out)  # fixed order of steps
-    by_hand = P.compress_dynamic_range(img, pixel_mm=0.5, **settings["compress"])
-    by_hand = P.detector_response(P.unsharp_mask(by_hand, pixel_mm=0.5, **settings["unsharp"]), **settings["response"])
+    assert np.array_equal(proc.postprocess(img, reordered, pixel_mm=0.5), out)  # fixed order of steps
+    by_hand = proc.compress_dynamic_range(img, pixel_mm=0.5, **settings["compress"])
+    by_hand = proc.detector_response(proc.unsharp_mask(by_hand, pixel_mm=0.5, **settings["unsharp"]), **settings["response"])
     np.testing.assert_allclose(out, by_hand, atol=1e-7)
     with pytest.raises(InvalidArgumentError, match="sharpen"):
-        P.postprocess(img, {"sharpen": {}}, pixel_mm=0.5)
+        proc.postprocess(img, {"sharpen": {}}, pixel_mm=0.5)
     with pytest.raises(InvalidArgumentError, match="unsharp"):
-        P.postprocess(img, {"unsharp": {"radius": 2}}, pixel_mm=0.5)
+        proc.postprocess(img, {"unsharp": {"radius": 2}}, pixel_mm=0.5)
 
 
 @pytest.mark.gpu

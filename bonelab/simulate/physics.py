@@ -20,7 +20,7 @@ window_high_pct
 postprocess            probability that the film carries a randomly drawn chain of the
                        image processing real systems apply (dynamic range compression,
                        unsharp masking, a detector response curve:
-                       :func:`bonelab.drr.physics.draw_postprocess`); no real film is a raw
+                       :func:`bonelab.drr.processing.draw_postprocess`); no real film is a raw
                        linear DRR
 =====================  ===================================================================
 
@@ -63,7 +63,7 @@ def draw_physics(ranges: dict, rng: np.random.Generator) -> dict:
     >>> 50 <= p["kvp"] <= 70 and 1e3 <= p["photons"] <= 3e4
     True
     """
-    from bonelab.drr.physics import draw_postprocess
+    from bonelab.drr.processing import draw_postprocess
 
     p = {k: _uniform(rng, *ranges[k], log=k in _LOG_UNIFORM) for k in PARAMETERS}
     p["kvp"] = float(2 * round(p["kvp"] / 2))
@@ -138,6 +138,7 @@ def radiograph(material_paths, physics: dict, *, pixel_mm: float, seed: int = 0,
     from scipy.ndimage import gaussian_filter
 
     from bonelab.drr import physics as ph
+    from bonelab.drr.processing import postprocess
 
     spec = spectrum or ph.spectrum(physics["kvp"], filtration_mm_al=physics["filtration_mm_al"], bin_keV=2.0)
     intensity = ph.polychromatic_intensity(np.asarray(material_paths, np.float32) / 10.0, spec)  # -> g/cm2
@@ -152,7 +153,7 @@ def radiograph(material_paths, physics: dict, *, pixel_mm: float, seed: int = 0,
     p = -np.log(np.clip(intensity, 1e-6, None))
     window = tuple(float(w) for w in np.percentile(p, (physics["window_low_pct"], physics["window_high_pct"])))
     image = ph.to_radiograph(np.clip(intensity, 1e-6, None), window=_open(window), gamma=physics["gamma"])
-    image = ph.postprocess(image, physics.get("postprocess"), pixel_mm=pixel_mm)
+    image = postprocess(image, physics.get("postprocess"), pixel_mm=pixel_mm)
     return np.clip(image, 0.0, 1.0).astype(np.float32), window
 
 
