@@ -62,8 +62,8 @@ CARPAL_LABELS = tuple(range(1, 9))
 #: axis runs from the proximal pole (dorsal, ulnar) to the distal pole (palmar, radial), 34
 #: degrees palmar-flexed in the sagittal plane and 33 degrees radial in the coronal plane.
 CARPALS = {
-    "scaphoid": ((-14.5, -1.5, 5.5), (6.9, 7.5, 14.4), 2.0, (-0.45, -0.5, -0.74), "proximal"),
-    "lunate": ((-1.5, 0.5, 12.0), (7.2, 9.6, 8.5), 2.0, None, "proximal"),
+    "scaphoid": ((-14.5, -1.5, 5.5), (7.0, 7.6, 14.5), 2.0, (-0.45, -0.5, -0.74), "proximal"),
+    "lunate": ((-1.5, 0.5, 12.0), (7.2, 9.6, 9.2), 2.0, None, "proximal"),
     "triquetrum": ((11.0, 2.5, 9.0), (6.2, 7.0, 6.6), 2.1, None, "proximal"),
     "pisiform": ((12.0, -8.5, 7.0), (4.4, 4.8, 5.8), 2.0, None, "proximal"),
     "trapezium": ((-19.5, -6.5, -7.5), (8.3, 8.5, 8.3), 2.2, None, "distal"),
@@ -174,7 +174,7 @@ def _scaphoid(center, radii, rot, s: float) -> sdf.Shape:
 
     proximal = sdf.ellipsoid(at([0.0, 0.0, -pole]), [a, b, a], rot)
     distal = sdf.ellipsoid(at([-0.15 * a, 0.0, pole]), [0.95 * a, 0.95 * b, a], rot)
-    waist = sdf.capsule(at([0.0, 0.0, -pole]), at([-0.15 * a, 0.0, pole]), 0.62 * a)
+    waist = sdf.capsule(at([0.0, 0.0, -pole]), at([-0.15 * a, 0.0, pole]), 0.58 * a)
     return sdf.union(proximal, distal, waist, k=2.5 * s)
 
 
@@ -247,6 +247,16 @@ def _seat(samples, fixed: int, gap: float, seated=None):
             d[mine] = np.maximum(d[mine], gap - d_f[sdf.relative(both, reg_f)])
         out.append((reg, d))
     return out
+
+
+def _unit_gradient(d: np.ndarray, spacing: float) -> np.ndarray:
+    """Rescale a carved distance to unit gradient, ``d / |grad d|`` (a first-order correction).
+    Where :func:`carve_joints` halves the difference of two distances that are not antiparallel
+    (at the margins of a joint), the result changes slower than the true distance, and the
+    cortex painted from it comes out up to twice too thick; the sign (the label) is unchanged."""
+    g = np.gradient(d, spacing)
+    norm = np.sqrt(g[0] ** 2 + g[1] ** 2 + g[2] ** 2)
+    return (d / np.clip(norm, 0.5, 1.0)).astype(np.float32)
 
 
 # --- soft tissue -----------------------------------------------------------------------------------
@@ -395,12 +405,13 @@ def wrist(seed: int, spacing: float = 0.4, noise: bool = True, *, side: str = "r
     samples = _seat([b[1].sample(grid) for b in bones], index["radius"], gap)
     samples = _seat(samples, index["capitate"], gap, [index["lunate"], index["scaphoid"]])
     samples = carve_joints(samples, gap)
-    trab = 250.0 + 130.0 * p["density"]
+    trab = 240.0 + 120.0 * p["density"]
     p["trabecular_hu"] = trab
     for (label, _, kind), (region, d) in zip(bones, samples):
         if region is None:
             continue
-        cortical, trabecular, shell = p["cortical_hu"], trab, 0.6
+        d = _unit_gradient(d, spacing)
+        cortical, trabecular, shell = p["cortical_hu"], trab, 0.7
         if kind in ("radius", "ulna"):  # thin subchondral plate, ~1-1.5 mm metaphysis, thick shaft
             level = _radius_ulnar_corner_z(p, s)
             shell = shell_profile(region, grid, (0, 0, level), (0, 0, 1), 0.9, 2.8, 6 * s, 30 * s)
