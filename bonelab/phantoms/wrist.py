@@ -1,43 +1,75 @@
-"""A procedural right wrist: 8 carpal bones, distal radius and ulna, metacarpal bases, soft tissue.
+"""A procedural wrist: 8 carpal bones, distal radius and ulna, metacarpal bases, soft tissue;
+right or left, in any radial/ulnar deviation and flexion/extension.
 
-Frame (LPS, anatomical position, palm forward): x points ulnar (medial, to the patient's left),
-y dorsal (posterior), z proximal (superior).  A PA radiograph projects along y, a lateral one
-along x.  Arrays are ``(z, y, x)``.
+Frame (LPS, anatomical position, palm forward).  Right wrist: x points ulnar (medial, to the
+patient's left), y dorsal (posterior), z proximal (superior).  A left wrist is the right one of
+the same seed mirrored through x = 0 (radius at +x, the patient's left), so both are real wrists
+in LPS with identity direction.  A PA radiograph projects along y, a lateral one along x.
+Arrays are ``(z, y, x)``.
 
-Anatomy and the distributions drawn (mm, degrees; N(mean, sd) clipped to about +-2.5 sd):
+Reference measurements and what the generated volumes measure (20 seeds, neutral posture,
+measured by ``tests/test_phantom_wrist.py`` on the label map or HU; mm, degrees):
 
-===========================  ==================================  =====================================
-quantity                     value                               source / note
-===========================  ==================================  =====================================
-carpal layout                proximal row scaphoid-lunate-       standard anatomy (Gray's Anatomy);
-                             triquetrum (+ pisiform palmar),     rows overlap in lateral view
-                             distal row trapezium-trapezoid-
-                             capitate-hamate
-carpal volumes (cm3, mean    capitate 3.5, hamate 2.9, scaphoid  size order as specified for the
-of 20 seeds, after joint     2.6, trapezium 2.0, lunate 1.6,     book; magnitudes of the order of
-carving)                     trapezoid 1.3, triquetrum 1.1,      CT morphometry (Crisco et al. 2005,
-                             pisiform 0.5                        J Hand Surg Am 30:35), which finds
-                                                                 the triquetrum a little larger
-scaphoid length              27 (long semi-axis 13.5)            25-30 mm in adults
-joint spaces                 gap ~ U(1.2, 1.8)                   1-2 mm intercarpal joints
-whole-wrist scale            N(1, 0.07), in [0.85, 1.15]         sex and stature differences ~10-15 %
-per-bone size                N(1, 0.04) per semi-axis
-per-bone pose                N(0, 0.5) mm, N(0, 3) deg
-wrist pose                   radial/ulnar deviation U(-10, 15),  distal row turns fully, proximal row
-                             flexion/extension U(-15, 15)        half (the carpal "link" mechanism)
-radius                       width ~35, radial styloid ~10 mm    the radial side of the joint lies
-                             more distal than the ulnar side     distal (radial inclination)
-ulna head                    diameter ~16, styloid, ~6 mm        ulnar variance ~0
-                             TFCC space to the triquetrum
-cortical shell               carpals 0.7, radius/ulna 0.8 at     thin subchondral shells, thicker
-                             the end to 2.5 in the shaft         diaphyseal cortex
-trabecular HU                130 + 150 * density, density U(0,1) healthy to osteopenic
-cortical HU                  U(1300, 1700)
-subcutaneous fat             U(2, 7)                             body habitus
-tendons                      8 flexors in a fatty carpal tunnel, tendon ~90 HU
-                             7 extensors on the dorsum, r = 2
-noise SD, PSF sigma          U(12, 25) HU, 0.35 mm               extremity CT, small voxels
-===========================  ==================================  =====================================
+=============================  =====================  ======================  ==================================
+quantity                       reference              measured (mean, range)  source / note
+=============================  =====================  ======================  ==================================
+radial inclination (PA)        22, normal ~16-28      21.8 (15.6-26.0)        Medoff 2005, Hand Clin 21:279;
+                                                                              styloid tip to ulnar corner
+radial height (PA)             11-12, normal ~8-16    11.9 (8.8-15.2)         Medoff 2005
+palmar tilt (lateral)          11, normal ~3-20       11.3 (5.7-15.5)         Medoff 2005; tangent to the lips
+ulnar variance                 ~0, -2..+2             -0.1 (-1.6..+1.6)       Gelberman et al. 1975; dome of the
+                                                                              ulnar head vs the ulnar corner
+ulnar styloid                  3-8 beyond the dome    ~5                      dorsal-ulnar, on the head
+scaphoid length                25-32                  26.4 (22.4-32.1)        Heinzelmann et al. 2007, J Hand
+                                                                              Surg Am 32:1005 (27 F, 31 M)
+scaphoid waist / poles         waist the narrowest    0.8 (0.7-0.9)           equivalent diameters of sections
+scaphoid long axis (lateral)   ~45-50 to the radius   45.9 (36.8-56.9)        scapholunate angle 30-60 (Linscheid
+                                                                              1972 normal); distal pole palmar
+capitate head                  in the lunate's cup    1.6-4 mm deep           the lunate is carved around it
+hook of the hamate             palmar process         > 3 mm palmar of the    Gray's Anatomy
+                                                      capitate
+thumb metacarpal               30-45 from the index   37.9 (36.7-39.3)        abducted at the trapezium saddle
+joint spaces                   1.5-2                  1.3-1.6 (closest        radiocarpal, midcarpal,
+                                                      approach, 0.4 mm grid)  intercarpal; drawn U(1.5, 2.0)
+carpal volumes (cm3)           capitate > hamate >    3.3, 2.8, 2.1, 1.8,     order of CT morphometry (Crisco
+                               scaphoid > trapezium   1.7, 1.3, 1.1, 0.5      et al. 2005, J Hand Surg Am 30:35),
+                               > lunate > trapezoid                           which finds the triquetrum a
+                               > triquetrum > pisif.                          little larger
+carpal cortex                  0.5-1                  0.63-0.66 (means of     area method of cortical bone
+                                                      the 8 carpals)          mapping (Treece et al. 2010)
+radius cortex                  ~1 at the metaphysis,  ~1 at 7 mm, ~2 at 22    thin subchondral plate, thicker
+                               thicker in the shaft   mm from the joint       diaphyseal cortex
+trabecular HU (carpals)        200-400                240 + 120 * density     healthy to osteopenic; radius
+                                                                              metaphysis 0.85 of that
+=============================  =====================  ======================  ==================================
+
+Drawn per subject: whole-wrist scale N(1, 0.07) in [0.85, 1.15] (sex and stature differences
+~10-15 %); per carpal N(1, 0.04) per semi-axis, N(0, 0.5) mm shift and N(0, 3) deg turn; radial
+inclination N(24.5, 2.2) and palmar tilt N(13, 3) of the articular plane (the label surface
+measures ~2 deg less: the rims are rounded); ulnar variance N(0, 0.8) in [-1.8, 1.8]; cortical HU
+U(1300, 1700); subcutaneous fat U(2, 7) mm; CT noise U(12, 25) HU; PSF sigma 0.35 mm.  Tendons:
+8 flexors in a fatty carpal tunnel and 7 extensors on the dorsum (~90 HU).
+
+Posture (``deviation_deg``, ``flexion_deg``).  The hand (distal row, metacarpals, palm soft
+tissue) turns about the capitate's head, the centre of both the radiocarpal and midcarpal
+motion: flexion (+) about the radio-ulnar axis x, then ulnar deviation (+) about the dorsopalmar
+axis y.  The proximal row follows partly, with approximate means of in vivo CT kinematics
+(Wolfe et al. 2000, J Hand Surg Am 25:860; Moojen et al. 2003, J Hand Surg Am 28:81;
+Kobayashi et al. 1997, J Biomech 30:787): it takes about half of the flexion (scaphoid 0.75,
+lunate 0.5, triquetrum 0.55: the radiocarpal and midcarpal joints share it) and about half of
+the deviation in plane, and it flexes in radial deviation and extends in ulnar deviation
+(scaphoid 0.7, lunate 0.5, triquetrum 0.45 degrees per degree), so the scaphoid looks short in
+radial deviation (the ring sign) and long in ulnar deviation.  The soft tissue of the hand
+bends with it over 30 mm around the wrist.  Joint spaces stay open in every posture: the bones
+are carved apart after they are posed (the radius keeps its articular surface and the carpals
+take its shape; the lunate and scaphoid take the capitate head's shape).
+
+What stays schematic: bones are smooth blends of ellipsoids and capsules (no tubercles of the
+scaphoid or trapezium, no Lister's tubercle, no sigmoid notch beyond a flat facet, a rounded
+saddle at the thumb's base); joint spaces are soft tissue (no cartilage, no TFCC disc); the
+kinematic coefficients are constants (real ones vary between people and with the arc, and the
+proximal row also translates); bone shapes do not vary beyond size and small turns; no growth
+plates, no pathology, no sesamoids.
 
 Labels: 1 scaphoid, 2 lunate, 3 triquetrum, 4 pisiform, 5 trapezium, 6 trapezoid, 7 capitate,
 8 hamate, 9 radius, 10 ulna.  Metacarpal bases 1-5 are bone with label 0 (they overlap the
@@ -81,10 +113,10 @@ METACARPALS = [
     ((11.5, 1.0, -18.5), (0.08, -0.08, -1.0), 6.2, 4.0),
     ((19.5, 2.0, -16.0), (0.16, -0.08, -1.0), 6.0, 4.0),
 ]
-#: Proximal-row kinematics relative to the hand (the capitate): share of the hand's flexion,
+#: Proximal-row kinematics (relative to the radius): share of the hand's flexion,
 #: share of its in-plane deviation, and flexion coupled to deviation (degrees of flexion per
 #: degree of radial deviation).  Approximate means of in vivo CT studies (Wolfe et al. 2000,
-#: J Hand Surg Am 25:860; Moojen et al. 2002, J Hand Surg Am 27:1048; Kobayashi et al. 1997,
+#: J Hand Surg Am 25:860; Moojen et al. 2003, J Hand Surg Am 28:81; Kobayashi et al. 1997,
 #: J Biomech 30:787): the scaphoid follows the capitate most, the lunate about half.
 PROXIMAL_ROW = {"scaphoid": (0.75, 0.5, 0.7), "lunate": (0.5, 0.4, 0.5),
                 "triquetrum": (0.55, 0.5, 0.45), "pisiform": (0.55, 0.5, 0.45)}
@@ -262,37 +294,74 @@ def _unit_gradient(d: np.ndarray, spacing: float) -> np.ndarray:
 # --- soft tissue -----------------------------------------------------------------------------------
 def _unbend(X, Y, Z, p: dict, s: float):
     """Coordinates of the neutral forearm-and-hand from posed ones: points distal of the wrist
-    turn back with the hand, blended over 30 mm around the pivot (soft tissue bends smoothly)."""
-    pivot = np.asarray(PIVOT) * s
+    turn back with the hand, blended over 30 mm around the pivot (soft tissue bends smoothly).
+    The blend weight depends on z alone, so the rotations are per slice."""
+    pivot = [float(v) * s for v in PIVOT]  # Python floats: numpy scalars would promote to float64
     t = np.clip((pivot[2] + 15.0 * s - Z) / (30.0 * s), 0.0, 1.0)
     w = (t * t * (3 - 2 * t)).astype(np.float32)
     b, a = np.radians(p["deviation_deg"]) * w, np.radians(p["flexion_deg"]) * w
     x, y, z = X - pivot[0], Y - pivot[1], Z - pivot[2]
-    # inverse of Ry(-dev) Rx(-flex): Rx(flex) Ry(dev), applied with per-point weighted angles
+    # inverse of Ry(-dev) Rx(-flex): Rx(flex) Ry(dev), applied with per-slice weighted angles
     x1, z1 = x * np.cos(b) + z * np.sin(b), -x * np.sin(b) + z * np.cos(b)
     y2, z2 = y * np.cos(a) - z1 * np.sin(a), y * np.sin(a) + z1 * np.cos(a)
     return x1 + pivot[0], y2 + pivot[1], z2 + pivot[2]
 
 
+def _upsample(a: np.ndarray, shape) -> np.ndarray:
+    """Linear interpolation of ``a`` onto ``shape`` samples spanning the same extent (first and
+    last samples coincide), one axis at a time (scipy's ``zoom`` took 0.85 s for this)."""
+    for axis, n in enumerate(shape):
+        q = np.linspace(0.0, a.shape[axis] - 1.0, n)
+        i0 = np.minimum(q.astype(np.intp), a.shape[axis] - 2)
+        f = (q - i0).astype(np.float32).reshape([-1 if k == axis else 1 for k in range(3)])
+        lo, hi = np.take(a, i0, axis=axis), np.take(a, i0 + 1, axis=axis)
+        a = lo + (hi - lo) * f
+    return a
+
+
 def _body(p: dict, s: float, hand: sdf.Placement) -> sdf.Shape:
     fat_mm = p["fat_mm"]
-    # cross-section (half-width a, half-depth b, centre cx, cy) along z: palm -> wrist -> forearm
-    zs = np.array([-60.0, -40.0, -20.0, 0.0, 20.0, 60.0])
-    a = np.array([41.0, 40.0, 37.0, 33.0, 31.0, 31.0]) * s + 0.5 * fat_mm
-    b = np.array([15.0, 16.0, 18.5, 20.0, 20.5, 22.0]) * s + 0.5 * fat_mm
-    cx = np.array([-5.0, -5.0, -4.0, -2.0, 1.0, 2.0]) * s
-    cy = np.array([-2.0, -2.0, -1.0, 0.0, 1.5, 2.5]) * s
-    bent = p["deviation_deg"] != 0 or p["flexion_deg"] != 0
+    # cross-section (half-width a, half-depth b, centre cx, cy) along z: palm -> wrist -> forearm,
+    # tabulated every 0.5 mm so that a bent body looks its sections up by index (np.interp on
+    # every voxel of a bent body cost about a second)
+    zs = np.array([-60.0, -40.0, -20.0, 0.0, 20.0, 60.0]) * s
+    step = 0.5
+    table_z = np.arange(-100.0, 130.0, step)
+    table = np.stack([np.interp(table_z, zs, np.array(v) * s) + extra for v, extra in (
+        ([41.0, 40.0, 37.0, 33.0, 31.0, 31.0], 0.5 * fat_mm), ([15.0, 16.0, 18.5, 20.0, 20.5, 22.0], 0.5 * fat_mm),
+        ([-5.0, -5.0, -4.0, -2.0, 1.0, 2.0], 0.0), ([-2.0, -2.0, -1.0, 0.0, 1.5, 2.5], 0.0))]).astype(np.float32)
 
-    def fn(X, Y, Z):
-        if bent:
-            X, Y, Z = _unbend(X, Y, Z, p, s)
-        A, B, CX, CY = (np.interp(Z, zs, v).astype(np.float32) for v in (a, b, cx, cy))
+    def ellipse(X, Y, Z):
+        i = np.clip(np.rint((Z - float(table_z[0])) * (1.0 / step)), 0, len(table_z) - 1).astype(np.intp)
+        A, B, CX, CY = (np.take(row, i) for row in table)
         u, v = (X - CX) / A, (Y - CY) / B
         r = np.sqrt(u * u + v * v) + 1e-6
         # first-order distance to the ellipse: (r - 1) / |grad r|
         g = np.sqrt((u / A) ** 2 + (v / B) ** 2) / r + 1e-6
         return (r - 1.0) / g
+
+    bent = p["deviation_deg"] != 0 or p["flexion_deg"] != 0
+    bend_from = (PIVOT[2] + 15.0) * s  # proximal of this z the forearm is straight
+
+    def bent_body(X, Y, Z):
+        out = np.empty(np.broadcast_shapes(X.shape, Y.shape, Z.shape), np.float32)
+        distal = Z[:, 0, 0] < bend_from
+        out[distal] = ellipse(*_unbend(X, Y, Z[distal], p, s))
+        out[~distal] = ellipse(X, Y, Z[~distal])
+        return out
+
+    def fn(X, Y, Z):
+        n = (Z.shape[0], Y.shape[1], X.shape[2])
+        if not bent or min(n) < 8:
+            return ellipse(X, Y, Z)
+        # a bent body costs two rotations per voxel (over 1 s at 0.4 mm): evaluate it on a grid
+        # half as fine, spanning the same box, and interpolate linearly; the distance is smooth,
+        # so the error is about h^2 / 8R, under 0.01 mm for the 15 mm radius of the forearm
+        m = [(k + 3) // 2 for k in n]
+        zc, yc, xc = (np.linspace(float(c.ravel()[0]), float(c.ravel()[-1]), k, dtype=np.float32)
+                      for c, k in ((Z, m[0]), (Y, m[1]), (X, m[2])))
+        coarse = bent_body(xc[None, None, :], yc[None, :, None], zc[:, None, None])
+        return _upsample(coarse, n)
 
     forearm = sdf.Field(fn, (-100, -90, -80), (100, 90, 120))
     thenar = sdf.ellipsoid(hand.point(np.array([-30.0, -14.0, -30.0]) * s), np.array([18.0, 18.0, 32.0]) * s,
