@@ -8,6 +8,8 @@ trabecular HU from the CT; posture (deviation, flexion, the scaphoid's ring sign
 wrist's mirror geometry and the joint spaces in extreme postures.
 """
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -75,7 +77,7 @@ def distal_tangent(y, z, at):
                                   - (hull[-1][1] - hull[-2][1]) * (p[0] - hull[-2][0])) <= 0:
             hull.pop()
         hull.append(p)
-    for a, b in zip(hull, hull[1:]):
+    for a, b in itertools.pairwise(hull):
         if a[0] <= at <= b[0]:
             return a, b
     raise AssertionError("no hull segment spans the profile's middle")
@@ -193,7 +195,7 @@ def cortical_profiles(subject, label, centre, directions, cortical_hu, reach=16.
     ct, lab = subject.ct, subject.labels
     normal = surface_normals(lab, label)
     t = np.arange(0, reach, step)
-    n = {mm: int(round(mm / step)) for mm in (2.0, 2.5, 4.0)}
+    n = {mm: round(mm / step) for mm in (2.0, 2.5, 4.0)}
     out = []
     for u in directions:
         xyz = np.asarray(centre) + t[:, None] * u
@@ -231,7 +233,7 @@ def metacarpal_axes(subject):
     z = subject.ct.index_to_world(np.column_stack([np.zeros(ct.shape[0]), np.zeros(ct.shape[0]),
                                                    np.arange(ct.shape[0])]))[:, 2]
     bone = (ct > 400) & (lab == 0) & (z < distal_row + 8.0)[:, None, None]
-    comp, n = ndimage.label(bone)
+    comp, _ = ndimage.label(bone)
     sizes = np.bincount(comp.ravel())[1:]
     keep = [i + 1 for i in np.argsort(sizes)[::-1][:5]]
     axes = []
@@ -336,7 +338,7 @@ def test_carpal_cortex_and_trabecular_hu(fine):
         for k in range(1, 9):
             th = cortical_profiles(s, k, points(s, k).mean(0), dirs, s.params["cortical_hu"])
             cortex[k] = np.median(th)
-            deep = ndimage.binary_erosion(s.labels.array == k, iterations=int(round(2.0 / FINE)))
+            deep = ndimage.binary_erosion(s.labels.array == k, iterations=round(2.0 / FINE))
             assert 200 < s.ct.array[deep].mean() < 400, (s.params["seed"], k)
         values = np.array(list(cortex.values()))
         assert np.all((values > 0.4) & (values < 1.25)) and 0.5 < values.mean() < 1.0, cortex
@@ -361,7 +363,7 @@ def test_carpals_look_solid_in_projection(fine):
             mask = s.labels.array == ID[name]
             proj = np.where(mask, s.ct.array - 40.0, 0.0).sum(axis=1)  # (z, x)
             area = mask.any(axis=1)
-            core = ndimage.binary_erosion(area, iterations=int(round(2.5 / FINE)))
+            core = ndimage.binary_erosion(area, iterations=round(2.5 / FINE))
             ratio.append(np.median(proj[core]) / np.percentile(proj[area], 90))
     assert min(ratio) > 0.5 and np.mean(ratio) > 0.58, ratio
 
@@ -373,8 +375,8 @@ def test_left_wrist_is_the_mirror_image_of_the_right():
         assert np.array_equal(left.labels.array, right.labels.array[:, :, ::-1])
         assert np.allclose(left.ct.direction, np.eye(3))
         for k in range(1, 11):
-            r, l = points(right, k).mean(0), points(left, k).mean(0)
-            assert np.allclose([l[0], l[1], l[2]], [-r[0], r[1], r[2]], atol=COARSE), (seed, k, r, l)
+            c_right, c_left = points(right, k).mean(0), points(left, k).mean(0)
+            assert np.allclose(c_left, c_right * [-1, 1, 1], atol=COARSE), (seed, k, c_right, c_left)
         # a left wrist in LPS: the radius (lateral, thumb side) lies toward the patient's left, +x
         assert points(left, ID["radius"])[:, 0].mean() > points(left, ID["ulna"])[:, 0].mean()
 
@@ -434,6 +436,6 @@ def test_posture_is_reproducible_and_checked():
     a, b = (wrist(3, spacing=COARSE, side="left", deviation_deg=10.0, flexion_deg=-15.0) for _ in range(2))
     assert np.array_equal(a.ct.array, b.ct.array) and np.array_equal(a.labels.array, b.labels.array)
     assert a.params["side"] == "left" and a.params["deviation_deg"] == 10.0
-    for bad in (dict(side="up"), dict(deviation_deg=90.0), dict(flexion_deg="a lot")):
+    for bad in ({"side": "up"}, {"deviation_deg": 90.0}, {"flexion_deg": "a lot"}):
         with pytest.raises(InvalidArgumentError):
             wrist(0, spacing=4.0, **bad)
