@@ -86,8 +86,9 @@ def test_carpals_are_packed_with_joint_gaps(wrists):
 def test_carpals_overlap_more_in_lateral_than_pa(wrists):
     pa = np.array([projected_overlap(s.labels, "PA") for s in wrists])
     lat = np.array([projected_overlap(s.labels, "lateral") for s in wrists])
-    assert np.all((pa > 0.03) & (pa < 0.35)), pa
-    assert np.all((lat > 0.5) & (lat < 0.95)), lat
+    # measured over these 20 neutral wrists: PA 0.090-0.136 (mean 0.109), lateral 0.683-0.780
+    assert np.all((pa > 0.05) & (pa < 0.22)), pa
+    assert np.all((lat > 0.6) & (lat < 0.88)), lat
     assert np.all(lat > pa + 0.3)
 
 
