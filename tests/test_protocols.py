@@ -203,3 +203,19 @@ def test_task_refuses_a_target_it_cannot_train_on(lumbar_instances, tmp_path):
 
     with pytest.raises(InvalidArgumentError, match="target 'instances'"):
         wrist.train(lumbar_instances, tmp_path / "run", epochs=1, progress=False)
+
+
+def test_generated_left_wrists_are_hung_thumb_right(tmp_path):
+    """The wrist protocol draws left and right wrists; a left PA film shows the radius on the viewer's right."""
+    from bonelab.simulate import jobs
+
+    p = sim.protocol("wrist")
+    options = [jobs.subject_options(p, 0, i) for i in range(40)]
+    sides = {o["side"] for o in options}
+    assert sides == {"left", "right"}
+    assert min(o["deviation_deg"] for o in options) < -10 and max(o["flexion_deg"] for o in options) > 15
+    i = next(i for i, o in enumerate(options) if o["side"] == "left")
+    s = jobs.generate_subject(p, i, 0, spacing=1.5)
+    assert s.params["side"] == "left"
+    radius, ulna = sim.hung_projection(p, "pa", s.labels, [9, 10], mirrored=True)
+    assert _col(radius) > _col(ulna)

@@ -3,7 +3,8 @@
 Four generators, each returning a :class:`Subject` (``ct`` and ``labels`` Volumes on the same
 grid, ``label_names``, the drawn ``params``):
 
-* :func:`wrist` - 8 carpal bones, distal radius and ulna (10 labels), metacarpal bases;
+* :func:`wrist` - 8 carpal bones, distal radius and ulna (10 labels), metacarpal bases; right or
+  left, in any deviation and flexion (the carpals move as they do);
   :func:`projected_overlap` measures how much the carpals overlap in a PA or lateral view.
 * :func:`lumbar_spine` - L1-L5, sacrum, optional degeneration and pedicle screws.
 * :func:`hip` - both proximal femurs, pelvis, optional QCT calibration phantom.

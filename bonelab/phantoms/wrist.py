@@ -495,22 +495,6 @@ def wrist(seed: int, spacing: float = 0.4, noise: bool = True, *, side: str = "r
     return make_subject("wrist", hu, labels, grid, LABELS, p)
 
 
-def random_posture(seed: int, deviation_deg=(-20.0, 30.0), flexion_deg=(-30.0, 30.0),
-                   left_fraction: float = 0.5) -> dict:
-    """Keyword arguments of :func:`wrist` for a random side and posture: deviation and flexion
-    uniform in the given ranges (degrees; defaults: the clinical range of deviation, and the
-    flexion range suggested for simulation), left with probability ``left_fraction``.  Drawn
-    from its own stream of ``seed``, so the anatomy of ``wrist(seed)`` does not change.
-
-    >>> kw = random_posture(7)
-    >>> sorted(kw), kw == random_posture(7)
-    (['deviation_deg', 'flexion_deg', 'side'], True)
-    """
-    rng = np.random.default_rng([int(seed), 0x57])  # 0x57: a stream apart from the anatomy's
-    return {"side": "left" if rng.uniform() < left_fraction else "right",
-            "deviation_deg": float(rng.uniform(*deviation_deg)), "flexion_deg": float(rng.uniform(*flexion_deg))}
-
-
 def projected_overlap(labels, view: str = "PA", label_ids=CARPAL_LABELS) -> float:
     """Fraction of the projected carpal area covered by two or more carpal bones.
 

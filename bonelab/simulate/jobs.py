@@ -159,15 +159,12 @@ def subject_options(p, seed: int, index: int) -> dict:
 
 
 def generate_subject(p, index: int, seed: int, spacing: float):
-    """Phantom ``index`` of the protocol's cohort drawn with ``seed``."""
-    import inspect
-
+    """Phantom ``index`` of the protocol's cohort drawn with ``seed``, with the protocol's
+    per-subject options (e.g. a wrist's side and posture) drawn from a stream of their own."""
     from bonelab.phantoms import GENERATORS, subject_seed
 
-    generator = GENERATORS[p.phantom]
-    accepted = inspect.signature(generator).parameters
-    options = {k: v for k, v in subject_options(p, seed, index).items() if k in accepted}
-    subject = generator(subject_seed(seed, index), spacing=spacing, **options)
+    options = subject_options(p, seed, index)
+    subject = GENERATORS[p.phantom](subject_seed(seed, index), spacing=spacing, **options)
     subject.params.setdefault("options", options)
     return subject
 
