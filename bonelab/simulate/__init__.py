@@ -51,21 +51,21 @@ from bonelab.simulate.protocols import (
     display_flips,
     draw_geometry,
     film_directions,
-    hang,
     hung_projection,
     make_geometry,
     nominal_geometry,
     protocol,
     register_protocol,
+    view_geometry,
 )
 from bonelab.simulate.targets import TARGETS, Target, make_target
 
 __all__ = [
     "FORMAT_VERSION", "PROTOCOLS", "SPLITS", "TARGETS", "Job", "Protocol", "SimulatedSplit", "SubjectFiles",
     "Target", "View", "base_spectra", "consolidate", "dataset_info", "display_flips", "draw_geometry",
-    "draw_physics", "film_directions", "filtered_spectrum", "hang", "hidden_fraction", "hung_projection", "label_center", "load_split", "make_geometry",
+    "draw_physics", "film_directions", "filtered_spectrum", "hidden_fraction", "hung_projection", "label_center", "load_split", "make_geometry",
     "make_target", "metadata", "nominal_geometry", "parse_shard", "plan", "protocol", "radiograph",
-    "read_metadata", "register_protocol", "render_sample", "shard_jobs", "simulate",
+    "read_metadata", "register_protocol", "render_sample", "shard_jobs", "simulate", "view_geometry",
 ]
 
 

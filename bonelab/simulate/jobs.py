@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bonelab.errors import InvalidArgumentError
-from bonelab.simulate.protocols import display_flips, draw_geometry, draw_subject_options, hang, make_geometry, protocol
+from bonelab.simulate.protocols import display_flips, draw_geometry, draw_subject_options, make_geometry, protocol
 
 SPLITS = ("train", "val", "test")
 
@@ -184,9 +184,9 @@ def label_center(labels, label_values=None) -> np.ndarray:
 # Rendering
 # --------------------------------------------------------------------------------------------
 def render_sample(renderer, subject, geometry, physics: dict, settings: dict, target, state, *, seed: int,
-                  spectrum, flips):
-    """Image (1, H, W) float32 in [0, 1] and the target array of one geometry, hung by ``flips``
-    (``(flip_rows, flip_cols)``, :func:`bonelab.simulate.display_flips`)."""
+                  spectrum):
+    """Image (1, H, W) float32 in [0, 1] and the target array of one geometry (a hung film's:
+    :func:`bonelab.simulate.make_geometry` with ``flips``)."""
     from bonelab.drr import project_labels
     from bonelab.simulate.physics import radiograph
     from bonelab.simulate.targets import RenderedView
@@ -197,7 +197,7 @@ def render_sample(renderer, subject, geometry, physics: dict, settings: dict, ta
     paths, _ = project_labels(subject.labels, geometry, label_values=settings["label_values"])
     view = RenderedView(paths.numpy(), physics, window, spectrum, geometry, state)
     out = target.compute(view, settings["class_ids"], settings["on_top"])
-    return hang(image[None], flips), hang(out, flips)
+    return image[None], out
 
 
 def render_subject(task) -> list[dict]:
@@ -223,12 +223,12 @@ def render_subject(task) -> list[dict]:
         geo_rng, phys_rng = job_rngs(job)
         geo = draw_geometry(p, job.view, geo_rng, mirrored)
         phys = draw_physics(settings["physics"], phys_rng)
-        g = make_geometry(geo, iso, size=settings["size"])
-        spec = filtered_spectrum(settings["spectra"][phys["kvp"]], phys["filtration_mm_al"])
         if job.view not in flips:
             flips[job.view] = display_flips(p, job.view, mirrored)
+        g = make_geometry(geo, iso, size=settings["size"], flips=flips[job.view])
+        spec = filtered_spectrum(settings["spectra"][phys["kvp"]], phys["filtration_mm_al"])
         image, target_array = render_sample(renderer, subject, g, phys, settings, target, state,
-                                            seed=job.seed % 2**32, spectrum=spec, flips=flips[job.view])
+                                            seed=job.seed % 2**32, spectrum=spec)
         row = {"split": job.split, "subject": job.subject_id, "view": job.view, "k": job.k, "seed": job.seed,
                "side": subject.params.get("side", ""), **{k: round(v, 4) for k, v in geo.items()},
                "pixel_mm": round(g.pixel[0], 5), "pixel_mm_at_isocenter": round(geo["fov_mm"] / settings["size"], 5),

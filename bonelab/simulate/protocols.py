@@ -31,8 +31,9 @@ detector    at the detector, looking back at the tube         laterals of the to
                                                               image left, the spine on the right
 ==========  ================================================  ==================================
 
-:func:`display_flips` turns that rule into row/column flips of the rendered detector image
-(computed from the geometry, never hard-coded per anatomy), and every protocol has a test that
+:func:`display_flips` turns that rule into row/column flips of the detector (computed from the
+geometry, never hard-coded per anatomy; :func:`make_geometry` applies them to the detector axes,
+so the renderer draws the hung film directly), and every protocol has a test that
 renders a phantom and checks on which side a named structure falls.
 
 >>> p = protocol("wrist")
@@ -336,11 +337,13 @@ def nominal_geometry(p: Protocol, view: str, mirrored: bool = False) -> dict:
             "shift_v_mm": 0.0}
 
 
-def make_geometry(params: dict, isocenter, *, size: int):
+def make_geometry(params: dict, isocenter, *, size: int, flips=(False, False)):
     """The :class:`bonelab.drr.Geometry` of drawn ``params`` (see :func:`draw_geometry`): a C-arm
     view with the detector turned by ``roll_deg`` in its plane and shifted by ``shift_u_mm`` /
     ``shift_v_mm`` (mm at the isocentre), a square detector of ``size`` pixels covering
-    ``fov_mm`` at the isocentre.
+    ``fov_mm`` at the isocentre.  ``flips = (flip_rows, flip_cols)`` (:func:`display_flips`)
+    reverse the detector's v and u axes, so that the rendered image is the film as it is hung
+    (exactly the flipped array: pixel centres are symmetric about the detector centre).
 
     >>> g = make_geometry(nominal_geometry(protocol("wrist"), "pa"), (0, 0, 0), size=64)
     >>> g.size
@@ -353,9 +356,10 @@ def make_geometry(params: dict, isocenter, *, size: int):
     mag = sdd / sid
     g = carm(None, params["angle_deg"], params["tilt_deg"], isocenter=isocenter, sid=sid, sdd=sdd,
              size=size, pixel=params["fov_mm"] * mag / size)
+    u0, v0 = (-g.u if flips[1] else g.u), (-g.v if flips[0] else g.v)
     r = math.radians(params["roll_deg"])
-    u = math.cos(r) * g.u + math.sin(r) * g.v
-    v = -math.sin(r) * g.u + math.cos(r) * g.v
+    u = math.cos(r) * u0 + math.sin(r) * v0
+    v = -math.sin(r) * u0 + math.cos(r) * v0
     shift = mag * (params["shift_u_mm"] * u + params["shift_v_mm"] * v)
     return replace(g, u=u, v=v, detector_center=g.detector_center + shift)
 
@@ -385,16 +389,17 @@ def display_flips(p: Protocol, view: str, mirrored: bool = False) -> tuple[bool,
     return bool(up @ -g.v < 0), bool(right @ g.u < 0)
 
 
-def hang(image, flips) -> np.ndarray:
-    """``image`` (..., H, W) flipped by ``flips = (flip_rows, flip_cols)`` from
-    :func:`display_flips` (a contiguous copy).
+def view_geometry(p: Protocol, view: str, isocenter, *, size: int, mirrored: bool = False):
+    """The nominal geometry of ``view`` (no jitter) around ``isocenter`` (x, y, z) mm, with the
+    detector axes of the hung film (:func:`make_geometry` with :func:`display_flips`): render it
+    and the image is the film as a reader sees it.
 
-    >>> hang(np.array([[1, 2], [3, 4]]), (True, False)).tolist()
-    [[3, 4], [1, 2]]
+    >>> g = view_geometry(protocol("wrist"), "pa", (0, 0, 0), size=64)
+    >>> (g.u.round(3) + 0.0).tolist(), (g.v.round(3) + 0.0).tolist()   # thumb side (-x) left, fingers (-z) up
+    ([1.0, 0.0, 0.0], [0.0, 0.0, 1.0])
     """
-    rows = slice(None, None, -1 if flips[0] else 1)
-    cols = slice(None, None, -1 if flips[1] else 1)
-    return np.ascontiguousarray(np.asarray(image)[..., rows, cols])
+    return make_geometry(nominal_geometry(p, view, mirrored), isocenter, size=size,
+                         flips=display_flips(p, view, mirrored))
 
 
 def hung_projection(p: Protocol, view: str, labels, label_values, *, size: int = 64, mirrored: bool = False):
@@ -412,10 +417,8 @@ def hung_projection(p: Protocol, view: str, labels, label_values, *, size: int =
     from bonelab.drr import project_labels
     from bonelab.simulate.jobs import label_center
 
-    iso = label_center(labels, label_values)
-    g = make_geometry(nominal_geometry(p, view, mirrored), iso, size=size)
-    paths, _ = project_labels(labels, g, label_values=label_values)
-    return hang(paths.numpy(), display_flips(p, view, mirrored))
+    g = view_geometry(p, view, label_center(labels, label_values), size=size, mirrored=mirrored)
+    return project_labels(labels, g, label_values=label_values)[0].numpy()
 
 
 def film_directions(p: Protocol, view: str, mirrored: bool = False) -> dict:
@@ -429,10 +432,8 @@ def film_directions(p: Protocol, view: str, mirrored: bool = False) -> dict:
     >>> film_directions(protocol("chest"), "pa")["left"]
     'R'
     """
-    g = make_geometry(nominal_geometry(p, view, mirrored), (0.0, 0.0, 0.0), size=2)
-    flip_rows, flip_cols = display_flips(p, view, mirrored)
-    right = -g.u if flip_cols else g.u
-    top = g.v if flip_rows else -g.v
+    g = view_geometry(p, view, (0.0, 0.0, 0.0), size=2, mirrored=mirrored)
+    right, top = g.u, -g.v
     names = dict(p.directions)
     if mirrored:
         names["+x"], names["-x"] = names["-x"], names["+x"]
