@@ -40,7 +40,7 @@ humerus                     head diameter 46 x scale (43-50),      Iannotti et a
                             joint space 3 mm to the glenoid,       head ~46 mm; shaft ~22 mm
                             shaft radius 11 down the arm
 lung                        -850 HU, texture SD 25; vessel trees   healthy inspiration CT; vessels
-                            from each hilum (3 lobar trunks, 5     taper 5.5 -> ~1.1 mm radius, so
+                            from each hilum (3 lobar trunks, 5     taper 7 -> ~1 mm radius, so
                             generations), kept inside the lung     they are densest at the hila
 diaphragm domes             N(70, 8) mm above the costophrenic
                             recesses, the right ~15 mm higher
@@ -400,6 +400,7 @@ def _soft_tissue(canvas, p, cage, verts, s):
     Y = g.coords(lung_region)[1]
     canvas.fill(None, HU["lung"] + 25 * tex + 0.25 * Y, lung_region, dl)
     hila = {side: np.array([side * 52 * s, 0.0, verts["T6"][0][2] + 5 * s]) for side in (-1, 1)}
+    p["hila_mm"] = {"right": hila[-1].tolist(), "left": hila[1].tolist()}
     _vessels(canvas, p, hila, lungs, s)
     # mediastinum: fat, the heart and great vessels, trachea; soft tissue (azygos, oesophagus,
     # paravertebral muscle) around the thoracic spine
@@ -449,8 +450,8 @@ def _heart(c, f, verts, s):
 
 
 def _vessels(canvas, p, hila, lungs, s):
-    """Pulmonary vessels: from each hilum three lobar trunks branch in two, five times, from
-    5.5 mm to ~1.1 mm radius, spreading toward the periphery; a branch that would leave the
+    """Pulmonary vessels: a pulmonary artery to each hilum (radius 9 -> 7.5 mm), then three lobar
+    trunks that branch in two, five times, from 7 mm to ~1 mm radius, spreading toward the periphery; a branch that would leave the
     lung tries other directions and is dropped after four tries, so the tree stays inside
     the lung and is densest at the hila."""
     rng = np.random.default_rng(p["vessel_seed"])
@@ -459,7 +460,10 @@ def _vessels(canvas, p, hila, lungs, s):
         return float(lungs(*(np.full((1, 1, 1), v, np.float32) for v in q))[0, 0, 0]) < -2.0
 
     for side, hilum in hila.items():
-        stack = [(hilum, np.array(d, float) / np.linalg.norm(d), 5.5 * s, 0)
+        # the pulmonary artery from the mediastinum to the hilum, then three lobar trunks
+        canvas.fill(sdf.capsule(hilum * np.array([0.45, 1, 1]) + np.array([0, -5 * s, 10 * s]), hilum, 9 * s, 7.5 * s),
+                    HU["blood"])
+        stack = [(hilum, np.array(d, float) / np.linalg.norm(d), 8.0 * s, 0)
                  for d in ((side * 0.5, 0.1, 0.85), (side * 0.9, -0.4, -0.15), (side * 0.5, 0.45, -0.75))]
         while stack:
             a, direction, r, depth = stack.pop()
@@ -477,7 +481,7 @@ def _vessels(canvas, p, hila, lungs, s):
                 outward = (b - hilum) / (np.linalg.norm(b - hilum) + 1e-9)
                 for _ in range(2):
                     d = direction + 0.5 * outward + rng.normal(0, 0.55, 3)
-                    stack.append((b, d / np.linalg.norm(d), r * 0.72, depth + 1))
+                    stack.append((b, d / np.linalg.norm(d), r * 0.62, depth + 1))
 
 
 def _front(cage, s):
