@@ -18,41 +18,47 @@ thoracic discs              4 -> 6 mm; lumbar 9-10 mm
 thoracic kyphosis T1-T12    N(40, 8), in [20, 60]                  adult normal range 20-50 deg
 rib cage half-width         58 (T1) -> 135 (T10) x N(1, 0.06)      chest width ~270-300 mm
 rib cage half-depth         42 (T1) -> 95 (T10) x N(1, 0.06)
-ribs                        12 pairs; flat section 9-13 mm high,   Gray's Anatomy (41st ed.), ch. 53:
-                            5-7 mm thick, cortex ~1 mm; each rib   anterior rib ends lie 3-4
-                            drops 40 (rib 1) -> 100 mm (ribs 6-8)   interspaces below the posterior
-                            from its head to its anterior end      ones on a PA film
-rib sections in an axial    10-14 (measured)                       issue 11; e.g. the T7 level of any
-slice at mid-thorax                                                chest CT
-costal cartilage            ribs 1-7 to the sternum, 8-10 to the   HU 100-200 (Forman et al. 1993:
-                            cartilage above (costal margin);       calcification rises with age;
-                            HU 120 +- 25, calcified spots up to    none before ~30)
-                            +450 HU, fraction rising from age 30
+ribs                        12 pairs; flat section 9-13 mm high,   anterior rib ends 3-4 interspaces
+                            5-7 mm thick, cortex ~1 mm; each rib   below the posterior ones on a PA
+                            drops 45 (rib 1) -> 125 mm (ribs 6-7)   film (issue 11)
+                            from its head to its anterior end
+rib sections in the axial   10-14 (measured; seeds give 10-12)     issue 11; the real chest CT of
+slice through T7                                                   bonelab.data.example_ct: 11
+costal cartilage            ribs 1-7 to the sternum, 8-10 to the   cartilage 100-200 HU; calcifies
+                            cartilage above (costal margin);       with age (onset at 30 and rate
+                            HU 130 +- 25, calcified spots up to    here are a schematic choice)
+                            +450 HU, more of them with age
 age                         U(20, 80) years                        drives cartilage calcification
-sternum                     manubrium 50 long, 50-55 wide at the   Selthofer et al. 2006 (Coll.
-                            clavicular notches; body 95-105 long,  Antropol. 30:43): manubrium ~50,
-                            25-33 wide, 9-11 thick; xiphoid 35     body ~100 mm; joints 2.5-3 mm
-                            long, < 18 wide (measured)
+sternum                     manubrium 50 long, 54 wide at the      adult sternal morphometry
+                            clavicular notches; body ~100 long,    (manubrium ~50 mm, body ~100 mm);
+                            27-31 wide, 10 thick; xiphoid 35       the joint widths are a choice
+                            long, 16 -> 6 wide; joints 2.5 and
+                            2 mm (measured: three parts, sizes)
 clavicle                    S-shaped tube ~150 mm, radius 6-7
 scapula                     triangular plate over ribs 2-8, spine,
                             acromion, glenoid
-humerus                     head diameter 46 x scale (43-50),      Iannotti et al. 1992 (JBJS 74-A:491):
-                            joint space 3 mm to the glenoid,       head ~46 mm; shaft ~22 mm
-                            shaft radius 11 down the arm
-lung                        -850 HU, texture SD 25; vessel trees   healthy inspiration CT; vessels
-                            from each hilum (3 lobar trunks, 5     taper 7 -> ~1 mm radius, so
-                            generations), kept inside the lung     they are densest at the hila
+humerus                     head diameter 46 x scale (measured     Iannotti et al. 1992 (JBJS 74-A:
+                            40-56), joint space 3 mm to the        491): head radius of curvature
+                            glenoid, shaft radius 11-12            about 22-25 mm
+lung                        -850 HU, texture SD 25; a pulmonary    healthy inspiration CT; vessels
+                            artery to each hilum, 3 lobar trunks,  taper 7 -> ~1 mm radius and are
+                            5 generations, kept inside the lung    densest at the hila (measured)
 diaphragm domes             N(70, 8) mm above the costophrenic
                             recesses, the right ~15 mm higher
 heart                       right atrium (right border), right     cardiothoracic ratio on a PA film
                             ventricle (anterior, on the dome),     0.42-0.50 in healthy adults
-                            left ventricle (left border, apex      (Danzer 1919; e.g. Truszkiewicz
-                            down and left), left atrium, aortic    et al. 2021); drawn N(0.46, 0.02)
+                            left ventricle (left border, apex      (Danzer 1919 defined the ratio;
+                            down and left), left atrium, aortic    band of issue 11); drawn N(0.46, 0.02)
                             arch with its knob, pulmonary trunk,   in [0.42, 0.50], measured on the PA
-                            SVC; epicardial fat                    projection of the volume
+                            SVC; epicardial fat                    projection (measured, with
+                                                                   heart_mask and lung_mask)
 subcutaneous fat            U(5, 35)                               habitus
 trabecular / cortical HU    90 + 140 * density / U(1250, 1750)
 ==========================  =====================================  =====================================
+
+Measurements on a chest CT, the phantom's or a real one: :func:`lung_mask` (from HU),
+:func:`heart_mask` (the phantom's painted heart; a real CT's ``heart`` label serves instead) and
+:func:`cardiothoracic_ratio` (from the two masks, as on a PA film).
 
 What remains schematic: the vertebrae are the lumbar model scaled to thoracic sizes (no
 costal facets, no rib-transverse-process joint space); ribs have one cross-section profile
@@ -60,7 +66,7 @@ along their length (no costal groove, no flared anterior ends); the scapula is a
 without the coracoid; the humerus is a ball and a tube (no tubercles or bicipital groove);
 the heart chambers are blended ellipsoids without valves, septa or coronary arteries; the
 lung vessel tree is random (no lobes or fissures, no bronchial walls beyond the main bronchi);
-the breasts, axillary soft tissue and the rest of the arms are missing.
+the breasts and axillary soft tissue are missing and the arms are cut by the field of view.
 
 Labels: 1 rib, 2 vertebra, 3 sternum, 4 clavicle, 5 scapula, 6 humerus (added; the meaning of
 1-5 is unchanged).  Costal cartilage, lungs, heart and vessels are unlabelled.
@@ -84,7 +90,7 @@ RIB_DROP = {1: 45, 2: 75, 3: 95, 4: 110, 5: 120, 6: 125, 7: 125, 8: 120, 9: 110,
 RIB_END = {1: 140, 2: 145, 3: 145, 4: 142, 5: 138, 6: 134, 7: 130, 8: 124, 9: 118, 10: 112, 11: 100, 12: 75}
 #: nominal heart width (mm, right atrial to left ventricular border) at heart scale 1, measured
 #: once on the PA projection of the chambers below; the heart is scaled to the drawn CTR
-HEART_WIDTH_MM = 141.0
+HEART_WIDTH_MM = 144.5
 
 
 def _draws(rng, seed):
@@ -425,15 +431,17 @@ def _heart(c, f, verts, s):
     ``f``.  In a PA view the right atrium makes the right border, the left ventricle the left
     border with the apex down and to the left, the pulmonary trunk and the aortic knob the upper
     left border, the superior vena cava the upper right one."""
+    deep = np.array([1.0, 1.25, 1.0])  # the heart fills the depth between sternum and spine
+
     def at(v):
-        return c + np.asarray(v, float) * f
+        return c + np.asarray(v, float) * deep * f
 
     apex_dir = np.array([0.62, -0.5, -0.6])
     chambers = [
-        sdf.ellipsoid(at((28, -4, -12)), np.array([34, 34, 60]) * f, sdf.frame(apex_dir, (0, 0, 1))),  # LV
-        sdf.ellipsoid(at((2, -30, -16)), np.array([46, 28, 38]) * f, sdf.rotation(rz=-25, ry=-15)),  # RV
-        sdf.ellipsoid(at((-36, 8, 6)), np.array([26, 36, 42]) * f),  # RA
-        sdf.ellipsoid(at((6, 34, 26)), np.array([34, 22, 26]) * f),  # LA
+        sdf.ellipsoid(at((28, -4, -12)), np.array([34, 40, 60]) * f, sdf.frame(apex_dir, (0, 0, 1))),  # LV
+        sdf.ellipsoid(at((2, -30, -16)), np.array([46, 28, 38]) * deep * f, sdf.rotation(rz=-25, ry=-15)),  # RV
+        sdf.ellipsoid(at((-36, 8, 6)), np.array([26, 36, 42]) * deep * f),  # RA
+        sdf.ellipsoid(at((6, 34, 26)), np.array([34, 22, 26]) * deep * f),  # LA
     ]
     heart = sdf.union(*chambers, k=10.0 * f)
     sp4, sp6 = verts["T4"][0], verts["T6"][0]
