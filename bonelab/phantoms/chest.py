@@ -525,11 +525,14 @@ def _sternum(canvas, cage, verts, s, cort, trab):
     y = _front(cage, s)
     z_top, z_angle, z_xiph = _sternal_levels(verts, s)
     gap1, gap2 = 2.5 * s, 2.0 * s
-    pt = lambda z, dy=0.0: np.array([0.0, y(z) + dy, z])  # noqa: E731
+
+    def pt(z, dy=0.0):
+        return np.array([0.0, y(z) + dy, z])
+
     parts = [_plate(pt(z_top, 6 * s), pt(z_angle + gap1 / 2, 5 * s), 54 * s, 30 * s, 12 * s),
              _plate(pt(z_angle - gap1 / 2, 5 * s), pt(z_xiph + gap2 / 2, 4.5 * s), 27 * s, 31 * s, 10 * s),
              _plate(pt(z_xiph - gap2 / 2, 3 * s), pt(z_xiph - 35 * s, 0.0), 16 * s, 6 * s, 5 * s)]
-    canvas.fill(sdf.capsule(pt(z_top, 6 * s), pt(z_xiph - 20 * s, 3 * s), 9 * s, 4 * s), HU["cartilage"])
+    canvas.fill(sdf.capsule(pt(z_top, 6 * s), pt(z_xiph - 20 * s, 3 * s), 4.5 * s, 2.5 * s), HU["cartilage"])  # the joints
     for shape in parts:
         region, d = shape.sample(canvas.grid)
         canvas.bone(region, d, 3, cort, trab, 1.0)
