@@ -42,7 +42,17 @@ from bonelab.simulate.dataset import (
     metadata,
     read_metadata,
 )
-from bonelab.simulate.jobs import SPLITS, Job, SubjectFiles, label_center, parse_shard, plan, render_sample, shard_jobs
+from bonelab.simulate.jobs import (
+    SPLITS,
+    Job,
+    SubjectFiles,
+    generate_subject,
+    label_center,
+    parse_shard,
+    plan,
+    render_sample,
+    shard_jobs,
+)
 from bonelab.simulate.physics import base_spectra, draw_physics, filtered_spectrum, radiograph
 from bonelab.simulate.protocols import (
     PROTOCOLS,
@@ -54,6 +64,7 @@ from bonelab.simulate.protocols import (
     hung_projection,
     make_geometry,
     nominal_geometry,
+    preview,
     protocol,
     register_protocol,
     view_geometry,
@@ -63,8 +74,8 @@ from bonelab.simulate.targets import TARGETS, Target, make_target
 __all__ = [
     "FORMAT_VERSION", "PROTOCOLS", "SPLITS", "TARGETS", "Job", "Protocol", "SimulatedSplit", "SubjectFiles",
     "Target", "View", "base_spectra", "consolidate", "dataset_info", "display_flips", "draw_geometry",
-    "draw_physics", "film_directions", "filtered_spectrum", "hidden_fraction", "hung_projection", "label_center", "load_split", "make_geometry",
-    "make_target", "metadata", "nominal_geometry", "parse_shard", "plan", "protocol", "radiograph",
+    "draw_physics", "film_directions", "filtered_spectrum", "generate_subject", "hidden_fraction", "hung_projection", "label_center", "load_split", "make_geometry",
+    "make_target", "metadata", "nominal_geometry", "parse_shard", "plan", "preview", "protocol", "radiograph",
     "read_metadata", "register_protocol", "render_sample", "shard_jobs", "simulate", "view_geometry",
 ]
 

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from bonelab.drr.geometry import PATIENT_DIRECTIONS
 from bonelab.errors import InvalidArgumentError
 
 VIEWERS = ("source", "anterior", "detector")
@@ -119,8 +120,9 @@ class Protocol:
         the physics ranges' scatter is the scatter in front of it)
     subject_options : ``{keyword: ("choice", values) | (low, high)}`` drawn per generated subject
         and passed to the phantom generator (e.g. the side and posture of a wrist)
-    directions : names of the CT frame's six directions (``"+x"``, ``"-x"``, ... ``"-z"``) for the
-        orientation markers of a film (:func:`film_directions`); mirrored subjects swap the x pair
+    directions : names of the CT frame's six directions, keyed ``(axis, sign)`` as
+        :func:`bonelab.drr.geometry.direction_letter` takes them, for the orientation markers of a
+        film (:func:`film_directions`, :meth:`direction_names`); mirrored subjects swap the x pair
     mirrored_side : a subject whose ``params["side"]`` is this value is radiographed with every
         view angle negated (a left wrist's lateral puts its ulnar side on the detector as a right
         wrist's does); None for anatomy without sides
@@ -147,6 +149,13 @@ class Protocol:
     mirrored_side: str | None = None
     directions: dict = field(default_factory=lambda: dict(TORSO_DIRECTIONS))
     reference: str = ""
+
+    def direction_names(self, mirrored: bool = False) -> dict:
+        """:attr:`directions`, with the x pair swapped for a mirrored (e.g. left) subject."""
+        names = dict(self.directions)
+        if mirrored:
+            names[(0, 1)], names[(0, -1)] = names[(0, -1)], names[(0, 1)]
+        return names
 
     def view_angle(self, view: str, mirrored: bool = False) -> float:
         """The C-arm angle of ``view`` (degrees), negated for a mirrored (e.g. left) subject."""
@@ -212,10 +221,10 @@ class Protocol:
         return physics, geometry
 
 
-TORSO_DIRECTIONS = {"+x": "L", "-x": "R", "+y": "P", "-y": "A", "+z": "H", "-z": "F"}
-"""Film markers of the patient frame (LPS): left/right, posterior/anterior, head/feet."""
-RIGHT_WRIST_DIRECTIONS = {"+x": "ulnar", "-x": "radial", "+y": "dorsal", "-y": "palmar", "+z": "proximal",
-                          "-z": "distal"}
+TORSO_DIRECTIONS = dict(PATIENT_DIRECTIONS)
+"""Film markers of the patient frame (LPS), keyed (axis, sign): left/right, posterior/anterior, head/feet."""
+RIGHT_WRIST_DIRECTIONS = {(0, 1): "ulnar", (0, -1): "radial", (1, 1): "dorsal", (1, -1): "palmar",
+                          (2, 1): "proximal", (2, -1): "distal"}
 """Film markers of the (right) wrist phantom's frame: x ulnar, y dorsal, z proximal."""
 
 PROTOCOLS: dict = {}
@@ -424,7 +433,7 @@ def hung_projection(p: Protocol, view: str, labels, label_values, *, size: int =
 def film_directions(p: Protocol, view: str, mirrored: bool = False) -> dict:
     """Which anatomical direction lies at each edge of a hung film of ``view``: ``{"left",
     "right", "top", "bottom": name}`` from the protocol's :attr:`Protocol.directions` (the
-    nearest axis; obliques get the dominant one).  For orientation markers on figures.
+    nearest axis; obliques get the dominant one), for :func:`bonelab.viz.orientation_markers`.
 
     >>> d = film_directions(protocol("wrist"), "pa")
     >>> d["left"], d["right"], d["top"]
@@ -433,16 +442,29 @@ def film_directions(p: Protocol, view: str, mirrored: bool = False) -> dict:
     'R'
     """
     g = view_geometry(p, view, (0.0, 0.0, 0.0), size=2, mirrored=mirrored)
-    right, top = g.u, -g.v
-    names = dict(p.directions)
-    if mirrored:
-        names["+x"], names["-x"] = names["-x"], names["+x"]
+    return dict(zip(("left", "right", "top", "bottom"), g.edge_letters(p.direction_names(mirrored)), strict=True))
 
-    def name(vec):
-        axis = int(np.argmax(np.abs(vec)))
-        return names[("+" if vec[axis] > 0 else "-") + "xyz"[axis]]
 
-    return {"left": name(-right), "right": name(right), "top": name(top), "bottom": name(-top)}
+def preview(subject, p: Protocol, view: str, *, size: int = 256, kvp: float | None = None):
+    """One noise-free film of ``subject`` in the nominal ``view`` of protocol ``p`` (no jitter),
+    centred on the protocol's ``center`` structures and hung for reading: ``(image, geometry)``
+    with ``image`` (H, W) float32 the polychromatic line integral ``-ln I/I0`` (bone bright) at
+    ``kvp`` (default: the protocol's fixed physics) and the hung :class:`bonelab.drr.Geometry`
+    (for :func:`bonelab.viz.film_markers` with :meth:`Protocol.direction_names`).
+
+    >>> from bonelab import phantoms
+    >>> image, g = preview(phantoms.wrist(0, spacing=2.0), protocol("wrist"), "pa", size=32)
+    >>> image.shape, float(image.max()) > 0.5
+    ((32, 32), True)
+    """
+    from bonelab.drr import Renderer
+    from bonelab.simulate.jobs import label_center
+
+    values = list(p.select(subject.label_names, p.center)) or None
+    mirrored = p.mirrored_side is not None and subject.params.get("side") == p.mirrored_side
+    g = view_geometry(p, view, label_center(subject.labels, values), size=size, mirrored=mirrored)
+    kvp = float(p.physics["fixed"]["kvp"][0]) if kvp is None else float(kvp)
+    return np.asarray(Renderer(subject.ct, kvp=kvp, device="cpu")(g), dtype=np.float32), g
 
 
 def draw_subject_options(p: Protocol, rng: np.random.Generator) -> dict:
