@@ -34,6 +34,9 @@ centre-edge angle (t)            N(32, 4), in [25, 40]                   Wiberg 
 acetabular inclination (t)       N(40, 2.5), in [35, 45]                 radiographic, Murray 1993 (JBJS
                                                                          75B:228); Sharp angle 33-42 deg
 acetabular anteversion (t)       N(17.5, 1.5), in [15, 20]               CT, Murray's radiographic def.
+acetabular sector angles (t)     anterior ~48 (35-60), posterior ~105     Anda et al. 1986 (J Comput Assist
+                                 (95-115), axial slice through the head  Tomogr 10:1084): 64 +- 6, 102 +- 8;
+                                 centre; set by the cup's wall angle     the anterior wall is ~15 deg short
 pubic symphysis gap (t)          N(5, 0.5), in [4, 6]                    fibrocartilage disc 4-6 mm
 sacroiliac joint gap (t)         N(3, 0.5), in [2, 4]                    2-4 mm on CT
 inter-head distance              N(175, 8) x scale                       pelvic width
@@ -60,8 +63,9 @@ unlabelled.
 
 What is built: iliac wings as curved plates (concave iliac fossa, thick posterior part) with a
 thickened crest from the anterior superior iliac spine to the posterior superior spine; an
-acetabulum that is a cup over the femoral head (a spherical shell cut by the rim plane that the
-centre-edge angle, inclination and anteversion set) lined with cartilage across the joint space;
+acetabulum that is a cup over the femoral head (a spherical shell cut by an elliptic cone that the
+centre-edge angle, inclination and anteversion set, its walls wrapping the head further in
+front and behind than its roof does laterally) lined with cartilage across the joint space;
 pubic rami and bodies with the symphysis gap; the ischial body, ramus, spine and tuberosity,
 which frame the obturator foramen; the sacrum (S1-S5 with alae, sacral canal and the anterior
 foramina) meeting the ilia at the sacroiliac joints; femurs with head, neck, greater and lesser
@@ -167,14 +171,14 @@ def femur(head, f, side, s) -> tuple[sdf.Shape, tuple]:
     posterior = np.array([0.0, 1.0, 0.0])
     waist = head - v * (rh + 6)
     gt = J + lateral * 21 * s - d_s * 12 * s + posterior * 5 * s  # greater trochanter centre
-    lt = J + d_s * 40 * s - lateral * 12 * s + posterior * 11 * s  # lesser trochanter, posteromedial
+    lt = J + d_s * 40 * s - lateral * 16 * s + posterior * 9 * s  # lesser trochanter, posteromedial
     parts = [
         sdf.capsule(head - v * rh * 0.55, waist, rn * 1.15, rn),
         sdf.capsule(waist, J - d_s * 2 * s, rn, rn * 1.5),
         sdf.capsule(J - d_s * 12 * s, J + d_s * 60 * s, rs * 1.45, rs * 1.05),
         sdf.capsule(J + d_s * 60 * s, J + d_s * 260 * s, rs * 1.05, rs),
         sdf.ellipsoid(gt, np.array([12, 17, 23]) * s),
-        sdf.ellipsoid(lt, np.array([7, 7, 11]) * s),
+        sdf.ellipsoid(lt, np.array([8, 8, 12]) * s),
         # intertrochanteric crest: a posterior ridge from the greater to the lesser trochanter
         sdf.capsule(gt + posterior * 9 * s + d_s * 12 * s, lt - d_s * 3 * s, 6 * s, 5 * s),
     ]
@@ -256,31 +260,64 @@ def acetabular_axis(a, side) -> np.ndarray:
     return np.array([side * np.sin(inc) * np.cos(av), -np.sin(av), -np.cos(inc) * np.cos(av)])
 
 
-def cup_half_angle(a) -> float:
-    """Half-angle (radians) of the bony cup about its pole, chosen so that a coronal slice through
-    the head centre shows the drawn centre-edge angle (derivation in :func:`acetabulum`)."""
-    inc, av, ce = (np.radians(a[k]) for k in ("inclination_deg", "anteversion_deg", "centre_edge_deg"))
-    return float(np.arccos(np.cos(av) * np.cos(ce + inc)))
+#: Half-angle (degrees) of the cup about its pole in the antero-posterior direction: the walls
+#: wrap the head further in front and behind than the roof does laterally.  84 degrees gives
+#: anterior / posterior acetabular sector angles of about 48 / 105 degrees in the axial slice
+#: through the head centre (Anda et al. 1986, J Comput Assist Tomogr 10:1084: 64 +- 6 and
+#: 102 +- 8: the anterior wall here is about 15 degrees short).
+CUP_AP_HALF_ANGLE_DEG = 84.0
+
+
+def _cup_frame(m):
+    """Unit vectors perpendicular to the cup's pole ``m``: ``e2`` antero-posterior, ``e1``
+    completing the frame (from the roof toward the acetabular notch)."""
+    e2 = np.array([0.0, 1.0, 0.0]) - m[1] * m
+    e2 /= np.linalg.norm(e2)
+    return np.cross(e2, m), e2
+
+
+def _cup_keep(u, m, cot1, cot2):
+    """Positive where the vectors ``u`` (..., 3) from the head centre point into the cup: an
+    elliptic cone about the pole ``m`` with half-angle cotangents ``cot1`` (roof) and ``cot2``
+    (walls).  Its value is about the distance to the cone's surface times the sine of the
+    half-angle, for unit ``u`` and at distance |u| otherwise."""
+    e1, e2 = _cup_frame(m)
+    return u @ m - np.sqrt(((u @ e1) * cot1) ** 2 + ((u @ e2) * cot2) ** 2)
+
+
+def cup_half_angles(a, side=1) -> tuple[float, float]:
+    """Half-angles (radians) of the bony cup about its pole: ``(roof, walls)``.  The roof's is
+    solved (bisection) so that a coronal slice through the head centre shows the drawn
+    centre-edge angle; the walls' is :data:`CUP_AP_HALF_ANGLE_DEG`."""
+    m = -acetabular_axis(a, side)
+    cot2 = 1.0 / np.tan(np.radians(CUP_AP_HALF_ANGLE_DEG))
+    t = np.radians(np.arange(-89.0, 90.0, 0.02))
+    coronal = np.column_stack([side * np.sin(t), np.zeros_like(t), np.cos(t)])
+    lo, hi = np.radians(30.0), np.radians(89.5)
+    for _ in range(30):  # the coronal rim moves laterally as the roof's half-angle grows
+        mid = (lo + hi) / 2
+        edge = np.degrees(t[_cup_keep(coronal, m, 1.0 / np.tan(mid), cot2) > 0].max())
+        lo, hi = (lo, mid) if edge > a["centre_edge_deg"] else (mid, hi)
+    return (lo + hi) / 2, float(np.radians(CUP_AP_HALF_ANGLE_DEG))
 
 
 def acetabulum(H, r_cup, a, side):
-    """The cup: a shell around the head centre ``H``, inner radius ``r_cup`` (head radius plus
-    joint space), and the cutter that opens it.
-
-    The cup keeps the directions within ``alpha`` of its pole ``m = -n`` (n: the opening axis).
-    A coronal direction ``u = (sin t, 0, cos t)`` (t from the vertical toward lateral) satisfies
-    ``u . m = cos(av) cos(t + inc)``, so the rim in the coronal slice lies at
-    ``t = arccos(cos(alpha) / cos(av)) - inc``: the centre-edge angle.
-    """
+    """The cup's cavity (a sphere of radius ``r_cup``, head radius plus joint space, about the
+    head centre ``H``) and the cutter that opens it: everything within ``r_cup + 16`` mm of H
+    outside an elliptic cone about the pole (:func:`cup_half_angles`)."""
     m = -acetabular_axis(a, side)
-    rim = r_cup * np.cos(cup_half_angle(a))
-    mx, my, mz = (float(c) for c in m)
+    roof, walls = cup_half_angles(a, side)
+    cot1, cot2 = 1.0 / np.tan(roof), 1.0 / np.tan(walls)
+    scale = float(np.sin((roof + walls) / 2))
     hx, hy, hz = (float(c) for c in H)
     reach = r_cup + 16.0
-    opening = sdf.Field(lambda X, Y, Z: (X - hx) * mx + (Y - hy) * my + (Z - hz) * mz - rim,
-                        H - reach, H + reach)
-    cutter = sdf.intersect(sdf.sphere(H, reach), opening)
-    return sdf.sphere(H, r_cup), cutter
+
+    def inside_cone(X, Y, Z):
+        u = np.stack(np.broadcast_arrays(X - hx, Y - hy, Z - hz), axis=-1)
+        return (_cup_keep(u, m, cot1, cot2) * scale).astype(np.float32)
+
+    opening = sdf.Field(inside_cone, H - reach, H + reach)
+    return sdf.sphere(H, r_cup), sdf.intersect(sdf.sphere(H, reach), opening)
 
 
 def _wing_distance(x, y, z):
@@ -288,7 +325,8 @@ def _wing_distance(x, y, z):
     lateral, ``y`` posterior, ``z`` superior from the left head centre's frame origin.
 
     The wing's mid-surface is a flaring cylinder about a vertical axis at (45, -15): radius
-    50 mm at z = 20 growing 0.38 mm per mm upward, swept from the anterior superior iliac spine
+    48 mm at z = 20, flaring more the higher it goes (the waist of the ilium above the
+    acetabulum, the wide crest), swept from the anterior superior iliac spine
     (azimuth -22 deg) to the posterior superior spine (100 deg).  It is thin (3 mm) over the
     iliac fossa, thick at the crest, at its base over the acetabulum and posteriorly where it
     meets the sacrum.  Hand-written because it is a curved plate with a varying outline and
@@ -304,7 +342,8 @@ def _wing_distance(x, y, z):
     above_base = np.maximum(z - base, 0.0)
     thick = (3.0 + 9.0 * np.exp(-below_crest / 6.0) + 14.0 * np.exp(-above_base / 12.0)
              + 15.0 * np.clip((th - 55.0) / 35.0, 0.0, 1.0))
-    sheet = np.abs(r - (50.0 + 0.38 * (z - 20.0))) - thick / 2
+    rise = z - 20.0
+    sheet = np.abs(r - (48.0 + 0.22 * rise + 0.0025 * rise * rise)) - thick / 2
     outline = np.maximum(np.radians(th - 100.0), np.radians(-22.0 - th)) * r
     d = sdf.smax(sheet, z - crest, 4.0)
     d = sdf.smax(d, base - z, 4.0)
@@ -336,15 +375,16 @@ def hip_bone(side, H, r_cup, a, gap, s) -> sdf.Shape:
         sdf.ellipsoid(H + at(-9.0, 3.0, 28.0), np.array([14, 20, 22]) * s),  # supra-acetabular ilium
         iliac_wing(side, s),
         # body of the ilium along the pelvic brim to the sacroiliac joint
-        sdf.capsule(H + at(-18.0, 10.0, 10.0), at(48.0, 52.0, 48.0), 11.0 * s, 14.0 * s),
+        sdf.capsule(H + at(-22.0, 8.0, 6.0), at(50.0, 48.0, 42.0), 7.0 * s, 9.0 * s),
         # superior pubic ramus to the pubic body, inferior ramus and ischial ramus to the tuberosity
-        sdf.capsule(H + at(-16.0, -22.0, -12.0), pubis + at(6.0, 2.0, 12.0), 10.0 * s, 7.0 * s),
+        sdf.capsule(H + at(-16.0, -22.0, -12.0), pubis + at(6.0, 2.0, 12.0), 9.0 * s, 6.5 * s),
         sdf.ellipsoid(pubis, np.array([13, 8, 19]) * s),
-        sdf.capsule(pubis + at(3.0, 4.0, -14.0), tuber + at(-6.0, -8.0, -4.0), 6.5 * s, 7.5 * s),
+        sdf.capsule(pubis + at(3.0, 4.0, -14.0), tuber + at(-6.0, -8.0, -4.0), 5.5 * s, 7.0 * s),
         # ischial body behind and below the cup, the ischial spine, the tuberosity
+        sdf.ellipsoid(H + at(-12.0, 19.0, -4.0), np.array([11, 12, 24]) * s),  # posterior column
         sdf.capsule(H + at(-10.0, 16.0, -16.0), tuber, 13.0 * s, 11.0 * s),
         sdf.capsule(H + at(-14.0, 22.0, -20.0), H + at(-34.0, 42.0, -24.0), 6.0 * s, 2.0 * s),
-        sdf.ellipsoid(tuber, np.array([12, 15, 14]) * s),
+        sdf.ellipsoid(tuber, np.array([14, 17, 16]) * s),
     ]
     bone = sdf.subtract(sdf.union(*parts, k=7.0 * s), cavity, cutter, k=1.5)
     half_gap = gap / 2
