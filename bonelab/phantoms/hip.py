@@ -8,7 +8,8 @@ lesser trochanters, as a hip QCT does) to above the iliac crests (as a pelvis AP
 
 Anatomy and distributions (mm, degrees, HU, mg/cm3).  Every row marked (t) is measured on the
 generated volume by ``tests/test_phantom_hip.py`` and asserted to lie in its band over several
-seeds.
+seeds (draws are clipped a little inside each band, so that a measurement on 1.25 mm voxels
+stays in it).
 
 ===============================  ======================================  ===================================
 quantity                         value / distribution                    source / note
@@ -34,9 +35,9 @@ centre-edge angle (t)            N(32, 4), in [25, 40]                   Wiberg 
 acetabular inclination (t)       N(40, 2.5), in [35, 45]                 radiographic, Murray 1993 (JBJS
                                                                          75B:228); Sharp angle 33-42 deg
 acetabular anteversion (t)       N(17.5, 1.5), in [15, 20]               CT, Murray's radiographic def.
-acetabular sector angles (t)     anterior ~48 (35-60), posterior ~105     Anda et al. 1986 (J Comput Assist
-                                 (95-115), axial slice through the head  Tomogr 10:1084): 64 +- 6, 102 +- 8;
-                                 centre; set by the cup's wall angle     the anterior wall is ~15 deg short
+acetabular sector angles (t)     anterior ~48 (35-60), posterior         Anda et al. 1986 (J Comput Assist
+                                 ~105 (95-115), axial slice through the  Tomogr 10:1084): 64 +- 6, 102 +- 8;
+                                 head centre; set by the cup's walls     the anterior wall is ~15 deg short
 pubic symphysis gap (t)          N(5, 0.5), in [4, 6]                    fibrocartilage disc 4-6 mm
 sacroiliac joint gap (t)         N(3, 0.5), in [2, 4]                    2-4 mm on CT
 inter-head distance              N(175, 8) x scale                       pelvic width
