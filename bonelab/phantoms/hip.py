@@ -336,12 +336,14 @@ def _wing_distance(x, y, z):
     du, dy = x - 45.0, y + 15.0
     r = np.sqrt(du * du + dy * dy)
     th = np.degrees(np.arctan2(dy, du))
-    crest = np.where(th < 30.0, 118.0 - 63.0 * ((th - 30.0) / 52.0) ** 2,
-                     118.0 - 40.0 * ((th - 30.0) / 70.0) ** 2)
+    # the crest's highest point lies over the posterior half of the wing, so that in an AP view
+    # the crest is an arc highest at about two thirds of the way out, not a lateral horn
+    crest = np.where(th < 55.0, 118.0 - 63.0 * ((th - 55.0) / 77.0) ** 2,
+                     118.0 - 33.0 * ((th - 55.0) / 45.0) ** 2)
     base = 5.0 + 7.0 * np.clip((th - 40.0) / 50.0, 0.0, 1.0)
     below_crest = np.maximum(crest - z, 0.0)
     above_base = np.maximum(z - base, 0.0)
-    thick = (3.0 + 9.0 * np.exp(-below_crest / 6.0) + 14.0 * np.exp(-above_base / 12.0)
+    thick = (3.0 + 8.0 * np.exp(-below_crest / 6.0) + 14.0 * np.exp(-above_base / 12.0)
              + 15.0 * np.clip((th - 55.0) / 35.0, 0.0, 1.0))
     rise = z - 20.0
     sheet = np.abs(r - (48.0 + 0.22 * rise + 0.0025 * rise * rise)) - thick / 2
