@@ -68,7 +68,7 @@ acetabulum that is a cup over the femoral head (a spherical shell cut by an elli
 centre-edge angle, inclination and anteversion set, its walls wrapping the head further in
 front and behind than its roof does laterally) lined with cartilage across the joint space;
 pubic rami and bodies with the symphysis gap; the ischial body, ramus, spine and tuberosity,
-which frame the obturator foramen; the sacrum (S1-S5 with alae, sacral canal and the anterior
+which frame the oval obturator foramen; the sacrum (S1-S5 with alae, sacral canal and the anterior
 foramina) meeting the ilia at the sacroiliac joints; femurs with head, neck, greater and lesser
 trochanters (the lesser posteromedial, below the neck) and an intertrochanteric crest.
 
@@ -372,7 +372,7 @@ def hip_bone(side, H, r_cup, a, gap, s) -> sdf.Shape:
     cavity, cutter = acetabulum(H, r_cup, a, side)
     hx = abs(H[0]) / s
     pubis = at(11.0, -54.0, -36.0)
-    tuber = at(hx - 30.0, 24.0, -58.0)
+    tuber = at(hx - 30.0, 24.0, -63.0)
     parts = [
         sdf.sphere(H + at(1.5, 0.0, 2.0), r_cup + 8.0),  # the cup's wall
         sdf.ellipsoid(H + at(-9.0, 3.0, 28.0), np.array([14, 20, 22]) * s),  # supra-acetabular ilium
@@ -382,14 +382,17 @@ def hip_bone(side, H, r_cup, a, gap, s) -> sdf.Shape:
         # superior pubic ramus to the pubic body, inferior ramus and ischial ramus to the tuberosity
         sdf.capsule(H + at(-16.0, -22.0, -12.0), pubis + at(6.0, 2.0, 12.0), 9.0 * s, 6.5 * s),
         sdf.ellipsoid(pubis, np.array([13, 8, 19]) * s),
-        sdf.capsule(pubis + at(3.0, 4.0, -14.0), tuber + at(-6.0, -8.0, -4.0), 5.5 * s, 7.0 * s),
+        sdf.capsule(pubis + at(2.0, 4.0, -18.0), tuber + at(-6.0, -8.0, -6.0), 5.5 * s, 7.0 * s),
         # ischial body behind and below the cup, the ischial spine, the tuberosity
         sdf.ellipsoid(H + at(-12.0, 19.0, -4.0), np.array([11, 12, 24]) * s),  # posterior column
         sdf.capsule(H + at(-10.0, 16.0, -16.0), tuber, 13.0 * s, 11.0 * s),
         sdf.capsule(H + at(-14.0, 22.0, -20.0), H + at(-34.0, 42.0, -24.0), 6.0 * s, 2.0 * s),
         sdf.ellipsoid(tuber, np.array([14, 17, 16]) * s),
     ]
-    bone = sdf.subtract(sdf.union(*parts, k=7.0 * s), cavity, cutter, k=1.5)
+    # the obturator foramen: an oval hole framed by the rami, the ischium and the pubic body,
+    # its long axis tilted top-lateral as an AP film shows it
+    foramen = sdf.ellipsoid(at(hx - 47.0, -22.0, -45.0), np.array([15, 45, 19]) * s, sdf.rotation(ry=side * 20))
+    bone = sdf.subtract(sdf.union(*parts, k=7.0 * s), cavity, cutter, foramen, k=1.5)
     half_gap = gap / 2
     medial = sdf.Field(lambda X, Y, Z: half_gap - side * X + 0 * (Y + Z), bone.lo, bone.hi)
     return sdf.intersect(bone, medial, k=1.0)
