@@ -73,6 +73,12 @@ class Box:
         return float(np.median([s[row].max() for row in inside])) + self.h / 2
 
 
+def mask_points(subject, mask):
+    """World (x, y, z) mm of the voxels of a full-volume mask (z, y, x)."""
+    k, j, i = np.nonzero(mask)
+    return subject.ct.index_to_world(np.column_stack([i, j, k]).astype(float))
+
+
 def fit_sphere(points):
     """Least-squares sphere (centre, radius) through (N, 3) points."""
     A = np.column_stack([2 * points, np.ones(len(points))])
@@ -152,7 +158,6 @@ def measure_femur(subject, label, name, side):
     head centre is used only to place the crop box."""
     guess = np.asarray(subject.params[f"femur_{name}"]["head_center_mm"])
     box = Box(subject, guess - 75, guess + 75)
-    h = box.h
     centre, r = head_sphere(box, label, guess)
     femur, pelvis = box.lab == label, box.lab == 3
     fpts = box.points(femur)
@@ -187,7 +192,7 @@ def measure_femur(subject, label, name, side):
 
     # centre-edge angle in the coronal slice through the head centre: the most lateral pixel of
     # the cup's lining above the centre, as an angle from the vertical
-    jj = int(round(box.index(centre)[1]))
+    jj = round(box.index(centre)[1])
     kk, ii = np.nonzero(pelvis[:, jj, :])
     cp = box.world(np.column_stack([ii, np.full_like(ii, jj), kk])) - centre
     rr = np.hypot(cp[:, 0], cp[:, 2])
@@ -195,7 +200,7 @@ def measure_femur(subject, label, name, side):
     m["centre_edge"] = np.degrees(np.arctan2(side * cp[ring, 0], cp[ring, 2])).max()
     # anterior and posterior acetabular sector angles (Anda 1986) in the axial slice through the
     # head centre: from the medial direction to the most anterior / posterior lining pixel
-    kc = int(round(box.index(centre)[2]))
+    kc = round(box.index(centre)[2])
     jj, ii = np.nonzero(pelvis[kc])
     ap = box.world(np.column_stack([ii, jj, np.full_like(ii, kc)])) - centre
     ring = np.hypot(ap[:, 0], ap[:, 1]) < r + gap + 4
@@ -326,7 +331,7 @@ def test_symphysis_and_sacroiliac_gaps(hips):
         lab, h = s.labels.array, s.ct.spacing[0]
         pelvis, sacrum = lab == 3, lab == 4
         # symphysis: along x through the pubic bodies, the run of non-pelvis voxels at the midline
-        mid = int(round(s.ct.world_to_index((0, 0, 0))[0]))
+        mid = round(s.ct.world_to_index((0, 0, 0))[0])
         band = pelvis[:, :, mid - int(12 / h): mid + int(12 / h) + 1]
         runs = []
         for k, j in zip(*np.nonzero(band.any(2))):
@@ -344,11 +349,6 @@ def test_symphysis_and_sacroiliac_gaps(hips):
         si = np.median(dist[dist < 8]) - h
         assert 2.0 <= si <= 4.0 and abs(si - s.params["sacroiliac_gap_mm"]) < 0.8, (s.params["seed"], si)
         assert np.count_nonzero(ndimage.binary_dilation(sac_box) & (box.lab == 3)) == 0
-
-
-def mask_points(subject, mask):
-    k, j, i = np.nonzero(mask)
-    return subject.ct.index_to_world(np.column_stack([i, j, k]).astype(float))
 
 
 def test_pelvis_has_its_parts(hips):

@@ -86,7 +86,13 @@ import numpy as np
 
 from bonelab.phantoms import sdf
 from bonelab.phantoms.subject import Subject, check_inputs, make_subject
-from bonelab.phantoms.tissue import HU, Canvas, carve_joints, layered_body, shell_profile
+from bonelab.phantoms.tissue import (
+    HU,
+    Canvas,
+    carve_joints,
+    layered_body,
+    shell_profile,
+)
 
 LABELS = {1: "femur_left", 2: "femur_right", 3: "pelvis", 4: "sacrum"}
 #: Mindways Model 3 CT style K2HPO4 concentrations (mg/cm3) of rods A-E.
@@ -523,7 +529,7 @@ def _sacroiliac_joints(hip_bones, sacral, gap):
     """Carve the sacroiliac joints (``gap`` mm) between the sacrum's ``(region, d)`` and the hip
     bones', working inside the sacrum's region only (the hip bones' distances are updated in
     place there); returns the sacrum's carved ``(region, d)``."""
-    reg_s, d_s = sacral
+    reg_s = sacral[0]
     crops, places = [], []
     for reg, d in hip_bones:
         sub = sdf.intersect_regions(reg, reg_s)
