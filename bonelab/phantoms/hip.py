@@ -381,7 +381,8 @@ def hip_bone(side, H, r_cup, a, gap, s) -> sdf.Shape:
     tuber = at(hx - 30.0, 24.0, -63.0)
     parts = [
         sdf.sphere(H + at(1.5, 0.0, 2.0), r_cup + 8.0),  # the cup's wall
-        sdf.ellipsoid(H + at(-9.0, 3.0, 28.0), np.array([14, 20, 22]) * s),  # supra-acetabular ilium
+        # the supra-acetabular ilium, leaning laterally into the wing
+        sdf.ellipsoid(H + at(-5.0, 3.0, 26.0), np.array([14, 18, 24]) * s, sdf.rotation(ry=side * 15)),
         iliac_wing(side, s),
         # body of the ilium along the pelvic brim to the sacroiliac joint
         sdf.capsule(H + at(-22.0, 8.0, 6.0), at(50.0, 48.0, 42.0), 7.0 * s, 9.0 * s),
