@@ -129,9 +129,9 @@ def _draws(rng, seed):
             "neck_shaft_angle_deg": clipped(127, 4, 121, 134),
             "anteversion_deg": clipped(12, 4, 6, 19),
             "shaft_diameter_mm": clipped(28 * s, 1.5, 24, 32),
-            "shaft_cortex_mm": clipped(5.8, 0.5, 5.0, 7.0),
+            "shaft_cortex_mm": clipped(5.8, 0.5, 5.1, 6.6),
             "head_cortex_mm": float(rng.uniform(0.6, 1.0)),
-            "calcar_cortex_mm": clipped(4.0, 0.4, 3.2, 4.8),
+            "calcar_cortex_mm": clipped(4.0, 0.4, 3.4, 4.6),
             "compressive_factor": float(rng.uniform(1.3, 1.6)),
             "ward_factor": float(rng.uniform(0.5, 0.7)),
         }
