@@ -3,7 +3,7 @@ the sacrum, the lowest lumbar vertebrae, soft tissue, and an optional QCT calibr
 under the patient.
 
 Frame: LPS (x left, y posterior, z superior), patient supine, origin midway between the femoral
-head centres; arrays ``(z, y, x)``.  The field runs from 115 mm below the head centres (below the
+head centres; arrays ``(z, y, x)``.  The field runs from 130 mm below the head centres (below the
 lesser trochanters, as a hip QCT does) to above the iliac crests (as a pelvis AP film does).
 
 Anatomy and distributions (mm, degrees, HU, mg/cm3).  Every row marked (t) is measured on the
@@ -31,13 +31,14 @@ trabecular pattern (t)           compressive group x U(1.3, 1.6),        Singh e
 hip joint space (t)              4.5 - 0.02 (age - 20) + N(0, 0.4),      Lequesne et al. 2004 (Osteoarthr
                                  in [2, 5]; age U(20, 85) years          Cartil 12:209): 3-5 mm, narrower
                                                                          with age
-centre-edge angle (t)            N(32, 4), in [25, 40]                   Wiberg 1939; normal 25-40 deg
+centre-edge angle (t)            N(32 - 0.8 (inclination - 40), 3),      Wiberg 1939; normal 25-40 deg;
+                                 in [25, 40]                             falls as inclination rises
 acetabular inclination (t)       N(40, 2.5), in [35, 45]                 radiographic, Murray 1993 (JBJS
                                                                          75B:228); Sharp angle 33-42 deg
-acetabular anteversion (t)       N(17.5, 1.5), in [15, 20]               CT, Murray's radiographic def.
-acetabular sector angles (t)     anterior ~48 (35-60), posterior         Anda et al. 1986 (J Comput Assist
-                                 ~105 (95-115), axial slice through the  Tomogr 10:1084): 64 +- 6, 102 +- 8;
-                                 head centre; set by the cup's walls     the anterior wall is ~15 deg short
+acetabular anteversion (t)       N(17, 1.5), in [15, 20]                 CT, Murray's radiographic def.
+acetabular sector angles (t)     anterior N(48, 3), in [38, 56] (low    Anda et al. 1986 (J Comput Assist
+                                 roofs cap it); posterior follows        Tomogr 10:1084): 64 +- 6, 102 +- 8;
+                                 (85-115); axial slice, head centre      the anterior wall is ~15 deg short
 pubic symphysis gap (t)          N(5, 0.5), in [4, 6]                    fibrocartilage disc 4-6 mm
 sacroiliac joint gap (t)         N(3, 0.5), in [2, 4]                    2-4 mm on CT
 inter-head distance              N(175, 8) x scale                       pelvic width
@@ -99,7 +100,7 @@ LABELS = {1: "femur_left", 2: "femur_right", 3: "pelvis", 4: "sacrum"}
 ROD_CONCENTRATIONS = (-51.8, -53.4, 58.9, 157.0, 375.8)
 ROD_RADIUS_MM = 6.0
 #: Field of view along z (mm from the head centres, times the subject's scale).
-Z_RANGE = (-115.0, 128.0)
+Z_RANGE = (-130.0, 128.0)
 
 
 def _draws(rng, seed):
@@ -124,9 +125,9 @@ def _draws(rng, seed):
     for side in ("left", "right"):
         p[f"femur_{side}"] = {
             "head_diameter_mm": clipped(46 * s, 2.5, 40.5, 49.5),
-            "neck_diameter_mm": clipped(32 * s, 1.3, 30.5, 34.5),
+            "neck_diameter_mm": clipped(32 * s, 1.3, 30.5, 34.0),
             "neck_length_mm": clipped(52 * s, 3, 44, 60),
-            "neck_shaft_angle_deg": clipped(127, 4, 121, 134),
+            "neck_shaft_angle_deg": clipped(127, 4, 122.5, 132.5),
             "anteversion_deg": clipped(12, 4, 6, 19),
             "shaft_diameter_mm": clipped(28 * s, 1.5, 24, 32),
             "shaft_cortex_mm": clipped(5.8, 0.5, 5.1, 6.6),
@@ -135,11 +136,14 @@ def _draws(rng, seed):
             "compressive_factor": float(rng.uniform(1.3, 1.6)),
             "ward_factor": float(rng.uniform(0.5, 0.7)),
         }
+        inclination = clipped(40, 2.5, 36, 44)
         p[f"acetabulum_{side}"] = {
             "joint_space_mm": clipped(joint_space, 0.4, 2.2, 4.8),
-            "centre_edge_deg": clipped(32, 4, 26, 39),
-            "inclination_deg": clipped(40, 2.5, 36, 44),
-            "anteversion_deg": clipped(17.5, 1.5, 15.5, 19.5),
+            # a steeper roof covers less of the head: the two correlate negatively
+            "centre_edge_deg": clipped(32 - 0.8 * (inclination - 40), 3, 28, 38.5),
+            "inclination_deg": inclination,
+            "anteversion_deg": clipped(17, 1.5, 15.2, 19.0),
+            "anterior_sector_deg": clipped(48, 3, 43, 53),
         }
     return p
 
@@ -267,14 +271,6 @@ def acetabular_axis(a, side) -> np.ndarray:
     return np.array([side * np.sin(inc) * np.cos(av), -np.sin(av), -np.cos(inc) * np.cos(av)])
 
 
-#: Half-angle (degrees) of the cup about its pole in the antero-posterior direction: the walls
-#: wrap the head further in front and behind than the roof does laterally.  84 degrees gives
-#: anterior / posterior acetabular sector angles of about 48 / 105 degrees in the axial slice
-#: through the head centre (Anda et al. 1986, J Comput Assist Tomogr 10:1084: 64 +- 6 and
-#: 102 +- 8: the anterior wall here is about 15 degrees short).
-CUP_AP_HALF_ANGLE_DEG = 84.0
-
-
 def _cup_frame(m):
     """Unit vectors perpendicular to the cup's pole ``m``: ``e2`` antero-posterior, ``e1``
     completing the frame (from the roof toward the acetabular notch)."""
@@ -292,32 +288,48 @@ def _cup_keep(u, m, cot1, cot2):
     return u @ m - np.sqrt(((u @ e1) * cot1) ** 2 + ((u @ e2) * cot2) ** 2)
 
 
+def _rim_angle(directions, angles, m, cot1, cot2) -> float:
+    """The largest of ``angles`` (degrees) whose direction lies inside the cup."""
+    return float(angles[_cup_keep(directions, m, cot1, cot2) > 0].max())
+
+
 def cup_half_angles(a, side=1) -> tuple[float, float]:
-    """Half-angles (radians) of the bony cup about its pole: ``(roof, walls)``.  The roof's is
-    solved (bisection) so that a coronal slice through the head centre shows the drawn
-    centre-edge angle; the walls' is :data:`CUP_AP_HALF_ANGLE_DEG`."""
+    """Half-angles (radians) of the bony cup about its pole: ``(roof, walls)``, solved by
+    alternating bisections so that the coronal slice through the head centre shows the drawn
+    centre-edge angle and the axial slice the drawn anterior sector angle (the walls wrap the
+    head further in front and behind than the roof does laterally)."""
     m = -acetabular_axis(a, side)
-    cot2 = 1.0 / np.tan(np.radians(CUP_AP_HALF_ANGLE_DEG))
-    t = np.radians(np.arange(-89.0, 90.0, 0.02))
-    coronal = np.column_stack([side * np.sin(t), np.zeros_like(t), np.cos(t)])
-    lo, hi = np.radians(30.0), np.radians(89.5)
-    for _ in range(30):  # the coronal rim moves laterally as the roof's half-angle grows
-        mid = (lo + hi) / 2
-        edge = np.degrees(t[_cup_keep(coronal, m, 1.0 / np.tan(mid), cot2) > 0].max())
-        lo, hi = (lo, mid) if edge > a["centre_edge_deg"] else (mid, hi)
-    return (lo + hi) / 2, float(np.radians(CUP_AP_HALF_ANGLE_DEG))
+    t = np.arange(-89.0, 90.0, 0.02)  # coronal: from the vertical toward lateral
+    coronal = np.column_stack([side * np.sin(np.radians(t)), np.zeros_like(t), np.cos(np.radians(t))])
+    q = np.arange(0.0, 180.0, 0.02)  # axial: from the medial direction toward anterior
+    axial = np.column_stack([-side * np.cos(np.radians(q)), -np.sin(np.radians(q)), np.zeros_like(q)])
+
+    def bisect(measure, target):
+        lo, hi = np.radians(30.0), np.radians(89.5)
+        for _ in range(28):  # each rim moves outward as its half-angle grows
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if measure(mid) > target else (mid, hi)
+        return (lo + hi) / 2
+
+    walls = np.radians(80.0)
+    for _ in range(3):
+        roof = bisect(lambda r, w=walls: _rim_angle(coronal, t, m, 1 / np.tan(r), 1 / np.tan(w)),
+                      a["centre_edge_deg"])
+        walls = bisect(lambda w, r=roof: _rim_angle(axial, q, m, 1 / np.tan(r), 1 / np.tan(w)),
+                       a["anterior_sector_deg"])
+    return float(roof), float(walls)
 
 
 def acetabulum(H, r_cup, a, side):
     """The cup's cavity (a sphere of radius ``r_cup``, head radius plus joint space, about the
-    head centre ``H``) and the cutter that opens it: everything within ``r_cup + 16`` mm of H
+    head centre ``H``) and the cutter that opens it: everything within ``r_cup + 11`` mm of H
     outside an elliptic cone about the pole (:func:`cup_half_angles`)."""
     m = -acetabular_axis(a, side)
     roof, walls = cup_half_angles(a, side)
     cot1, cot2 = 1.0 / np.tan(roof), 1.0 / np.tan(walls)
     scale = float(np.sin((roof + walls) / 2))
     hx, hy, hz = (float(c) for c in H)
-    reach = r_cup + 16.0
+    reach = r_cup + 11.0  # just past the cup's wall: the rami and the ischium beyond stay whole
 
     def inside_cone(X, Y, Z):
         u = np.stack(np.broadcast_arrays(X - hx, Y - hy, Z - hz), axis=-1)
@@ -378,7 +390,7 @@ def hip_bone(side, H, r_cup, a, gap, s) -> sdf.Shape:
     cavity, cutter = acetabulum(H, r_cup, a, side)
     hx = abs(H[0]) / s
     pubis = at(11.0, -54.0, -36.0)
-    tuber = at(hx - 30.0, 24.0, -63.0)
+    tuber = at(hx - 27.0, 24.0, -63.0)
     parts = [
         sdf.sphere(H + at(1.5, 0.0, 2.0), r_cup + 8.0),  # the cup's wall
         # the supra-acetabular ilium, leaning laterally into the wing
@@ -398,7 +410,7 @@ def hip_bone(side, H, r_cup, a, gap, s) -> sdf.Shape:
     ]
     # the obturator foramen: an oval hole framed by the rami, the ischium and the pubic body,
     # its long axis tilted top-lateral as an AP film shows it
-    foramen = sdf.ellipsoid(at(hx - 47.0, -22.0, -45.0), np.array([15, 45, 19]) * s, sdf.rotation(ry=side * 20))
+    foramen = sdf.ellipsoid(at(hx - 49.0, -22.0, -45.0), np.array([13, 45, 18]) * s, sdf.rotation(ry=side * 12))
     bone = sdf.subtract(sdf.union(*parts, k=7.0 * s), cavity, cutter, foramen, k=1.5)
     half_gap = gap / 2
     medial = sdf.Field(lambda X, Y, Z: half_gap - side * X + 0 * (Y + Z), bone.lo, bone.hi)
@@ -471,12 +483,13 @@ def _body_shape(p, s, grid) -> sdf.Shape:
                             for side in (-1, 1))).astype(np.float32)
         out = np.empty(np.broadcast_shapes(X.shape, Y.shape, Z.shape), np.float32)
         out[...] = trunk
-        n_low = int(np.count_nonzero(Z.ravel() < z_thighs + 40.0))  # above, the thighs change nothing
-        if n_low:
-            low = slice(0, n_low)  # Z grows with the slice index
-            z = Z[low]
-            body = sdf.smax(trunk, np.float32(z_perineum) - z, 25.0)
-            out[low] = sdf.smin(body, np.maximum(legs, z - np.float32(z_thighs)), 40.0)
+        # Z grows with the slice index: the perineum shapes only the lowest slices, the thighs
+        # change nothing above their top
+        n_perineum = int(np.count_nonzero(Z.ravel() < z_perineum + 25.0))
+        n_thighs = int(np.count_nonzero(Z.ravel() < z_thighs + 40.0))
+        out[:n_perineum] = sdf.smax(trunk, np.float32(z_perineum) - Z[:n_perineum], 25.0)
+        low = slice(0, n_thighs)
+        out[low] = sdf.smin(out[low], np.maximum(legs, Z[low] - np.float32(z_thighs)), 40.0)
         return out
 
     lo = grid.origin
@@ -572,7 +585,7 @@ def hip(seed: int, spacing: float = 1.25, calibration_phantom: bool = True, nois
     seed : int
         Same seed (and options), same subject bit for bit.
     spacing : float
-        Isotropic voxel size in mm (default 1.25: about 300 x 260 x 190 voxels, within the 3 s
+        Isotropic voxel size in mm (default 1.25: about 300 x 260 x 210 voxels, within the 3 s
         budget on two cores; QCT protocols use 0.7-1 mm, ``spacing=1.0`` works too; at least 0.6).
     calibration_phantom : bool
         Put a K2HPO4 calibration phantom under the patient (see module doc); its concentrations,
