@@ -228,3 +228,21 @@ def label_centroids(labels: Volume, values=None) -> dict:
     centres = ndimage.center_of_mass(array > 0, array, wanted)  # (z, y, x) indices
     world = labels.index_to_world(np.asarray(centres)[:, ::-1])
     return {v: tuple(float(c) for c in p) for v, p in zip(wanted, world)}
+
+
+def count_sections(labels: Volume, values, z_mm: float) -> int:
+    """Number of separate cross-sections (2D connected components) of the structures with label
+    ``values`` in the axial slice of ``labels`` nearest to ``z_mm`` (LPS mm), e.g. the rib
+    sections a CT slice cuts.
+
+    >>> lab = Volume(np.zeros((3, 8, 8), np.uint8)); lab.array[1, 1:3, 1:3] = 1; lab.array[1, 5:7, 5:7] = 1
+    >>> count_sections(lab, [1], z_mm=1.0)
+    2
+    """
+    from scipy import ndimage
+
+    k = int(round(float(labels.world_to_index([0.0, 0.0, z_mm])[2])))
+    if not 0 <= k < labels.shape[0]:
+        raise InvalidArgumentError(f"z = {z_mm} mm lies outside the volume ({labels.geometry_str()}).")
+    return int(ndimage.label(np.isin(labels.array[k], list(values)))[1])
+

@@ -27,7 +27,7 @@ from bonelab.viz.colors import label_colors
 from bonelab.viz.figures import orientation_markers, save_figure
 from bonelab.viz.histogram import hu_histogram
 from bonelab.viz.overlay import overlay
-from bonelab.viz.projection import draw_geometry, film_markers, geometry_figure
+from bonelab.viz.projection import draw_geometry, film_markers, geometry_figure, show_film
 from bonelab.viz.slices import VIEWS, mip, montage, show_slices
 from bonelab.viz.surfaces import Surface, bone_surfaces, render_bone_3d, view3d
 from bonelab.viz.widgets import SliceViewer, slice_viewer
@@ -39,6 +39,7 @@ __all__ = [
     "bone_surfaces",
     "draw_geometry",
     "film_markers",
+    "show_film",
     "geometry_figure",
     "hu_histogram",
     "label_colors",

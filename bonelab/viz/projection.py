@@ -140,3 +140,26 @@ def geometry_figure(geometry, volume, *, title=None) -> Figure:
 
 
 __all__ = ["draw_geometry", "film_markers", "geometry_figure"]
+
+
+def show_film(ax, image, geometry, *, names=None, title=None, percentiles=(1.0, 99.7)):
+    """A projection image (H, W) as a film: in mm on the detector (``geometry``'s pixel pitch,
+    centred), grey, bone bright, with a display window at ``percentiles`` of the image (as a
+    reader sets it) and the orientation letters of :func:`film_markers` (``names`` as there).
+    Returns the AxesImage.
+
+    >>> import matplotlib.pyplot as plt
+    >>> from bonelab.drr import pa
+    >>> _, ax = plt.subplots()
+    >>> im = show_film(ax, np.random.default_rng(0).random((8, 8)), pa(isocenter=(0, 0, 0), size=8, pixel=2.0))
+    >>> im.get_extent()
+    [-8.0, 8.0, 8.0, -8.0]
+    """
+    img = np.asarray(image, dtype=float)
+    su, sv = geometry.pixel
+    w, h = geometry.width * su, geometry.height * sv
+    lo, hi = np.percentile(img, percentiles)
+    im = ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, extent=(-w / 2, w / 2, h / 2, -h / 2))
+    film_markers(ax, geometry, names)
+    ax.set(title=title, xlabel="detector u (mm)", ylabel="detector v (mm)")
+    return im
