@@ -38,9 +38,10 @@ VIEWS = ("pa", "oblique", "lateral")
 
 def augmentation(flip: bool = False):
     """MONAI dict transforms for training samples: with ``flip``, a random left-right flip
-    (p = 0.5) of image and label together.  The wrist protocol already simulates left and right
-    wrists hung the clinical way, so flipping is off by default (a flipped right wrist is a left
-    wrist hung the wrong way round)."""
+    (p = 0.5) of image and label together.  A hung film flipped left-right is the film of the
+    mirror-image wrist, i.e. of a wrist of the other side hung the clinical way
+    (``tests/test_protocols.py::test_mirrored_subject_mirrors_the_film``), so flips add subjects
+    for free; the protocol draws both sides already."""
     from monai.transforms import Compose, RandFlipd
 
     return Compose([RandFlipd(keys=("image", "label"), prob=0.5 if flip else 0.0, spatial_axis=1)])
