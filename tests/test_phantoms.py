@@ -10,8 +10,7 @@ import pytest
 from scipy import ndimage
 
 from bonelab.errors import InvalidArgumentError
-from bonelab.phantoms import (chest, cohort, hip, lumbar_spine, projected_overlap, split_subjects,
-                              subject_seed, wrist)
+from bonelab.phantoms import chest, cohort, hip, lumbar_spine, projected_overlap, split_subjects, subject_seed, wrist
 from bonelab.phantoms.hip import femur_axes
 from bonelab.phantoms.spine import RANGES
 

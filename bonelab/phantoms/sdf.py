@@ -48,7 +48,7 @@ class Grid:
         self.origin = np.asarray(origin, dtype=float)
 
     @classmethod
-    def around(cls, lo, hi, spacing) -> "Grid":
+    def around(cls, lo, hi, spacing) -> Grid:
         """The grid covering the world box ``lo``..``hi`` (x, y, z mm) at ``spacing`` (mm)."""
         lo, hi = np.asarray(lo, float), np.asarray(hi, float)
         sp = np.broadcast_to(np.asarray(spacing, float), (3,))
@@ -460,7 +460,7 @@ class Placement:
         """Rotate a frame (columns = local axes)."""
         return self.R if R is None else self.R @ np.asarray(R, float)
 
-    def then(self, other: "Placement") -> "Placement":
+    def then(self, other: Placement) -> Placement:
         """This motion followed by ``other``."""
         R = other.R @ self.R
         shift = other.point(self.point(np.zeros(3))) - np.zeros(3) @ R.T
