@@ -107,3 +107,30 @@ def split_subjects(n: int, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> dict:
     cuts = np.round(np.cumsum(fr / fr.sum())[:2] * n).astype(int)
     parts = np.split(order, cuts)
     return {k: sorted(int(i) for i in p) for k, p in zip(("train", "val", "test"), parts)}
+
+
+def extend_z(subject: Subject, mm: float) -> Subject:
+    """``subject`` with its CT and labels continued ``mm`` beyond both z ends of its box by
+    repeating the end slices (an extrusion).  For limb phantoms whose box ends a few centimetres
+    from the joint: a radiograph with a wide field then shows the forearm and the metacarpals
+    running on as near-straight shafts (as they are over a few centimetres) instead of the box's
+    cut edge.  The repeated slices repeat their noise too (a streak texture along z in the
+    extension).  Identity-direction subjects only (the phantoms).
+
+    >>> from bonelab.phantoms import wrist
+    >>> s = wrist(0, spacing=2.0)
+    >>> extend_z(s, 10.0).ct.shape[0] - s.ct.shape[0]
+    10
+    """
+    if not np.allclose(subject.ct.direction, np.eye(3)):
+        raise InvalidArgumentError("extend_z needs a subject with identity direction (a generated phantom).")
+    n = int(round(float(mm) / subject.ct.spacing[2]))
+    if n <= 0:
+        return subject
+    pad = ((n, n), (0, 0), (0, 0))
+    origin = (*subject.ct.origin[:2], subject.ct.origin[2] - n * subject.ct.spacing[2])
+    ct = Volume(np.pad(subject.ct.array, pad, mode="edge"), subject.ct.spacing, origin)
+    labels = Volume(np.pad(subject.labels.array, pad, mode="edge"), subject.ct.spacing, origin,
+                    label_names=subject.labels.label_names)
+    return Subject(ct, labels, subject.label_names, {**subject.params, "extended_z_mm": n * subject.ct.spacing[2]},
+                   subject.kind)

@@ -162,11 +162,12 @@ def generate_subject(p, index: int, seed: int, spacing: float):
     """Phantom ``index`` of the protocol's cohort drawn with ``seed``, with the protocol's
     per-subject options (e.g. a wrist's side and posture) drawn from a stream of their own."""
     from bonelab.phantoms import GENERATORS, subject_seed
+    from bonelab.phantoms.subject import extend_z
 
     options = subject_options(p, seed, index)
     subject = GENERATORS[p.phantom](subject_seed(seed, index), spacing=spacing, **options)
     subject.params.setdefault("options", options)
-    return subject
+    return extend_z(subject, p.extend_z_mm)
 
 
 def label_center(labels, label_values=None) -> np.ndarray:

@@ -120,6 +120,8 @@ class Protocol:
         the physics ranges' scatter is the scatter in front of it)
     subject_options : ``{keyword: ("choice", values) | (low, high)}`` drawn per generated subject
         and passed to the phantom generator (e.g. the side and posture of a wrist)
+    extend_z_mm : generated subjects are continued this far beyond both z ends of their box
+        (:func:`bonelab.phantoms.subject.extend_z`), so wide fields show the limb running on
     directions : names of the CT frame's six directions, keyed ``(axis, sign)`` as
         :func:`bonelab.drr.geometry.direction_letter` takes them, for the orientation markers of a
         film (:func:`film_directions`, :meth:`direction_names`); mirrored subjects swap the x pair
@@ -147,6 +149,7 @@ class Protocol:
     grid: bool = False
     subject_options: dict = field(default_factory=dict)
     mirrored_side: str | None = None
+    extend_z_mm: float = 0.0
     directions: dict = field(default_factory=lambda: dict(TORSO_DIRECTIONS))
     reference: str = ""
 
@@ -264,7 +267,7 @@ register_protocol(Protocol(
     fov_mm=(60.0, 120.0), size=96, spacing_mm=0.75, sdd_mm=(1000.0, 1150.0), odd_mm=(30.0, 80.0),
     jitter={"angle_deg": 8.0, "tilt_deg": 8.0, "roll_deg": 25.0, "shift_fraction": 1 / 3},
     physics=_physics(kvp=(50, 70), shifted_kvp=(86, 100), spr=(0.05, 0.4), shifted_spr=(0.6, 0.9)),
-    grid=False, mirrored_side="left", directions=RIGHT_WRIST_DIRECTIONS,
+    grid=False, mirrored_side="left", directions=RIGHT_WRIST_DIRECTIONS, extend_z_mm=50.0,
     subject_options={"side": ("choice", ("right", "left")), "deviation_deg": (-20.0, 25.0),
                      "flexion_deg": (-25.0, 25.0)},
     reference="Bontrager's Textbook of Radiographic Positioning: wrist PA/oblique/lateral at 100 cm SID, "
