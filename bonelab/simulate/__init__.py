@@ -157,7 +157,7 @@ def simulate(out, protocol_name="wrist", *, subjects=20, target="masks", views=N
     write_json(out / "dataset.json", info)
     settings = {"protocol": p.name, "seed": int(seed), "spacing": float(spacing), "size": int(size), "grid": p.grid,
                 "physics": ranges, "label_values": list(structures), "center_values": center,
-                "target": the_target.settings(), "target_options": _target_options(the_target),
+                "target": the_target.settings(),
                 "class_ids": info["target"]["class_ids"],
                 "on_top": [info["target"]["class_names"].index(c) + 1 for c in p.on_top if c in info["target"]["class_names"]]}
     tasks = pending_tasks(out, mine, settings, source)
@@ -184,11 +184,6 @@ def _check_numbers(**values) -> None:
             raise InvalidArgumentError(f"{name} must be a number >= {low} ({unit}); got {value!r}.")
 
 
-def _target_options(t: Target) -> dict:
-    s = t.settings()
-    return {"min_mm": s["min_mm"], **({"bone": s["bone"]} if "bone" in s else {})}
-
-
 _SETTINGS_KEYS = ("version", "protocol", "views", "per_view", "seed", "fractions", "splits", "n_subjects", "H",
                   "W", "label_names", "target", "physics", "spacing_mm")
 
@@ -200,13 +195,13 @@ def _check_folder(out: Path, info: dict) -> None:
     if not (out / "dataset.json").exists():
         return
     old = dataset_info(out)
-    changed = [k for k in _SETTINGS_KEYS if json_normal(old.get(k)) != json_normal(info[k])]
+    changed = [k for k in _SETTINGS_KEYS if _json_normal(old.get(k)) != _json_normal(info[k])]
     if changed:
         raise InvalidArgumentError(f"{out} holds a data set with other settings ({', '.join(changed)}); "
                                    "use a new folder, or the same settings to resume it.")
 
 
-def json_normal(value):
+def _json_normal(value):
     """``value`` as it reads back from JSON (tuples become lists), for comparisons."""
     import json
 

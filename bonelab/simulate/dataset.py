@@ -161,14 +161,14 @@ class SimulatedSplit:
     """
 
     def __init__(self, out, split: str, transform=None):
-        from bonelab.simulate.targets import make_target
+        from bonelab.simulate.targets import target_from_settings
 
         self.info = dataset_info(out)
         paths = array_paths(out, split, self.info)
         self.images, self.targets = (open_array(p, self.info) for p in paths)
         if len(self.images) != len(self.targets):
             raise DataError(f"{paths[0]} and {paths[1]} hold different numbers of samples; simulate again.")
-        self.target = make_target(self.info["target"]["name"], **_options(self.info["target"]))
+        self.target = target_from_settings(self.info["target"])
         self.key = self.info["target"].get("key", "label")
         self.transform = transform
 
@@ -181,14 +181,6 @@ class SimulatedSplit:
         sample = {"image": torch.from_numpy(np.array(self.images[i], dtype=np.float32)),
                   self.key: self.target.sample(self.targets[i], self.info)}
         return self.transform(sample) if self.transform is not None else sample
-
-
-def _options(target_settings: dict) -> dict:
-    """Constructor options of a recorded target."""
-    opts = {"min_mm": target_settings.get("min_mm", 0.5)}
-    if target_settings["name"] == "bone-radiograph":
-        opts["bone"] = target_settings.get("bone", "labels")
-    return opts
 
 
 def load_split(out, split: str, transform=None) -> SimulatedSplit:

@@ -8,6 +8,7 @@ generates (or reads) one subject and renders its pending jobs, writing one sampl
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,8 +121,6 @@ class SubjectFiles:
 
     def label_names(self) -> dict | None:
         """``{value: name}`` from the names file (None without one)."""
-        import json
-
         from bonelab.errors import UnreadableFileError
 
         if self.names is None:
@@ -206,7 +205,7 @@ def render_subject(task) -> list[dict]:
     from bonelab.drr import Renderer
     from bonelab.files import save_npz
     from bonelab.simulate.physics import dose, draw_physics, filtered_spectrum
-    from bonelab.simulate.targets import make_target
+    from bonelab.simulate.targets import target_from_settings
 
     out, jobs, settings, source = task
     p = protocol(settings["protocol"])
@@ -214,8 +213,8 @@ def render_subject(task) -> list[dict]:
         subject = generate_subject(p, jobs[0].subject, settings["seed"], settings["spacing"])
     else:
         subject = source.load() if isinstance(source, SubjectFiles) else source
-    target = make_target(settings["target"]["name"], **settings["target_options"])
-    mirrored = p.mirrored_side is not None and subject.params.get("side") == p.mirrored_side
+    target = target_from_settings(settings["target"])
+    mirrored = p.is_mirrored(subject)
     renderer = Renderer(subject.ct, kvp=60.0, device="cpu")
     state = target.prepare(subject, settings["label_values"])
     iso = label_center(subject.labels, settings["center_values"])
@@ -237,16 +236,10 @@ def render_subject(task) -> list[dict]:
                **{k: round(v, 4) for k, v in phys.items() if k != "postprocess"},
                **{k: round(v, 4) for k, v in dose(spec, phys, sdd_mm=geo["sdd_mm"], sid_mm=geo["sdd_mm"] - geo["odd_mm"],
                                                    pixel_mm=g.pixel[0]).items()},
-               "grid": int(settings["grid"]), "postprocess": _json(phys["postprocess"]), "file": job.file}
-        save_npz(Path(out) / job.file, image=image, target=target_array, meta=_json(row))
+               "grid": int(settings["grid"]), "postprocess": json.dumps(phys["postprocess"]), "file": job.file}
+        save_npz(Path(out) / job.file, image=image, target=target_array, meta=json.dumps(row))
         rows.append(row)
     return rows
-
-
-def _json(row: dict) -> str:
-    import json
-
-    return json.dumps(row)
 
 
 def pending_tasks(out: Path, jobs: list[Job], settings: dict, source) -> list:

@@ -51,6 +51,7 @@ import numpy as np
 
 from bonelab.drr.geometry import PATIENT_DIRECTIONS
 from bonelab.errors import InvalidArgumentError
+from bonelab.simulate.physics import _uniform
 
 VIEWERS = ("source", "anterior", "detector")
 
@@ -159,6 +160,11 @@ class Protocol:
         if mirrored:
             names[(0, 1)], names[(0, -1)] = names[(0, -1)], names[(0, 1)]
         return names
+
+    def is_mirrored(self, subject) -> bool:
+        """Whether ``subject`` (a :class:`bonelab.phantoms.Subject`) is radiographed with mirrored
+        views: its ``params["side"]`` is :attr:`mirrored_side`."""
+        return self.mirrored_side is not None and subject.params.get("side") == self.mirrored_side
 
     def view_angle(self, view: str, mirrored: bool = False) -> float:
         """The C-arm angle of ``view`` (degrees), negated for a mirrored (e.g. left) subject."""
@@ -316,10 +322,6 @@ register_protocol(Protocol(
 # --------------------------------------------------------------------------------------------
 # Drawing the geometry of one sample
 # --------------------------------------------------------------------------------------------
-def _uniform(rng, lo, hi) -> float:
-    return float(rng.uniform(lo, hi))
-
-
 def draw_geometry(p: Protocol, view: str, rng: np.random.Generator, mirrored: bool = False) -> dict:
     """Pose and acquisition geometry of one sample of ``view`` (degrees and mm): the view's
     angles plus positioning jitter, in-plane roll, field of view, distances and the isocentre's
@@ -464,7 +466,7 @@ def preview(subject, p: Protocol, view: str, *, size: int = 256, kvp: float | No
     from bonelab.simulate.jobs import label_center
 
     values = list(p.select(subject.label_names, p.center)) or None
-    mirrored = p.mirrored_side is not None and subject.params.get("side") == p.mirrored_side
+    mirrored = p.is_mirrored(subject)
     g = view_geometry(p, view, label_center(subject.labels, values), size=size, mirrored=mirrored)
     kvp = float(p.physics["fixed"]["kvp"][0]) if kvp is None else float(kvp)
     return np.asarray(Renderer(subject.ct, kvp=kvp, device="cpu")(g), dtype=np.float32), g

@@ -172,6 +172,19 @@ def make_target(target="masks", **options) -> Target:
     return TARGETS[target](**options)
 
 
+def target_from_settings(settings: dict) -> Target:
+    """The target plug-in recorded as ``settings`` (:meth:`Target.settings`, as ``dataset.json``
+    holds it): the same name and constructor options (``min_mm``; ``bone`` for the bone radiograph).
+
+    >>> target_from_settings(make_target("bone-radiograph", bone=(400, 800)).settings()).bone
+    (400.0, 800.0)
+    """
+    options = {"min_mm": settings.get("min_mm", 0.5)}
+    if settings["name"] == "bone-radiograph":
+        options["bone"] = settings.get("bone", "labels")
+    return make_target(settings["name"], **options)
+
+
 # --------------------------------------------------------------------------------------------
 # The computations behind the targets
 # --------------------------------------------------------------------------------------------

@@ -67,11 +67,11 @@ def train(data, out, *, epochs: int = 20, batch_size: int = 16, lr: float = 3e-3
     from bonelab import simulate
     from bonelab.losses import segmentation_loss
     from bonelab.metrics import batch_dice
-    from bonelab.tasks import check_dataset
+    from bonelab.tasks import check_dataset, task
     from bonelab.train import seed_everything
     from bonelab.train import train as train_loop
 
-    info = check_dataset(data, _this())
+    info = check_dataset(data, task(NAME))
     spec = model_spec(info, channels, num_res_units)
     seed_everything(seed)
     model = spec.build()
@@ -81,12 +81,6 @@ def train(data, out, *, epochs: int = 20, batch_size: int = 16, lr: float = 3e-3
                         batch_size=batch_size, lr=lr, seed=seed, metric_fn=batch_dice, device=device,
                         progress=progress, resume=resume, schedule="onecycle", spec=spec)
     return model, result
-
-
-def _this():
-    import sys
-
-    return sys.modules[__name__]
 
 
 def load_model(run, checkpoint: str = "best.pt", device=None) -> torch.nn.Module:
