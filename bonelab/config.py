@@ -46,6 +46,21 @@ def data_dir() -> Path:
     return path
 
 
+def run_dir(name: str) -> Path:
+    """The folder where a chapter keeps the model it trained, for the reader to use afterwards:
+    ``data_dir()/runs/NAME``, or ``runs/NAME-quick`` in quick mode, so that the tests (which run
+    the chapters in quick mode) never overwrite the model of a full build.  Not created here.
+
+    >>> import os; os.environ["BONELAB_QUICK"] = "1"; run_dir("wrist").name
+    'wrist-quick'
+    """
+    if not name or "/" in name or name.startswith("."):
+        from bonelab.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"run name must be a plain folder name such as 'wrist'; got {name!r}.")
+    return data_dir() / "runs" / (f"{name}-quick" if quick() else name)
+
+
 def device(device=None):
     """The torch device to use: ``device`` if given, else ``$BONELAB_DEVICE``, else cuda when
     available, else cpu.

@@ -239,3 +239,14 @@ def test_manifest_dict_is_not_mutated():
     before = copy.deepcopy(m)
     data.manifest(m)
     assert m == before
+
+
+def test_run_dir_keeps_quick_runs_apart_from_full_ones(monkeypatch, tmp_path):
+    monkeypatch.setenv("BONELAB_DATA", str(tmp_path))
+    monkeypatch.setenv("BONELAB_QUICK", "0")
+    full = config.run_dir("wrist")
+    monkeypatch.setenv("BONELAB_QUICK", "1")
+    assert full == tmp_path / "runs" / "wrist"
+    assert config.run_dir("wrist") == tmp_path / "runs" / "wrist-quick"
+    with pytest.raises(Exception, match="plain folder name"):
+        config.run_dir("../elsewhere")

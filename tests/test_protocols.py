@@ -226,3 +226,22 @@ def test_generated_left_wrists_are_hung_thumb_right(tmp_path):
     assert s.params["side"] == "left"
     radius, ulna = sim.hung_projection(p, "pa", s.labels, [9, 10], mirrored=True)
     assert _col(radius) > _col(ulna)
+
+
+def test_flip_average_mirrors_the_prediction_back_before_averaging():
+    """A 'network' that marks the image's left half: averaged with its mirror image, every pixel is 0.5."""
+    import torch
+
+    from bonelab.tasks import wrist
+
+    class LeftHalf(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.full_like(x, -20.0)
+            logits[..., : x.shape[-1] // 2] = 20.0
+            return logits
+
+    images = np.zeros((3, 1, 4, 6), np.float32)
+    plain = wrist.predict(LeftHalf(), images, device="cpu")
+    assert plain[..., :3].min() > 0.99 and plain[..., 3:].max() < 0.01
+    averaged = wrist.predict(LeftHalf(), images, flip_average=True, device="cpu")
+    np.testing.assert_allclose(averaged, 0.5, atol=1e-6)

@@ -91,8 +91,14 @@ def load_model(run, checkpoint: str = "best.pt", device=None) -> torch.nn.Module
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, images, *, batch_size: int = 32, device=None) -> np.ndarray:
-    """Sigmoid probabilities (N, L, H, W) float32 of ``model`` for images (N, 1, H, W)."""
+def predict(model: torch.nn.Module, images, *, batch_size: int = 32, flip_average: bool = False,
+            device=None) -> np.ndarray:
+    """Sigmoid probabilities (N, L, H, W) float32 of ``model`` for images (N, 1, H, W).
+
+    ``flip_average``: also predict the left-right flipped image, flip the probabilities back and
+    average the two (test-time augmentation).  Exact for hung wrist films: the flipped film is
+    the film of the mirror-image wrist, whose bones are the same bones flipped
+    (see :func:`augmentation`)."""
     from bonelab import config
 
     dev = config.device(device)
@@ -100,7 +106,10 @@ def predict(model: torch.nn.Module, images, *, batch_size: int = 32, device=None
     outs = []
     for i in range(0, len(images), batch_size):
         x = torch.as_tensor(np.array(images[i:i + batch_size], dtype=np.float32), device=dev)
-        outs.append(torch.sigmoid(model(x)).float().cpu().numpy())
+        p = torch.sigmoid(model(x))
+        if flip_average:
+            p = 0.5 * (p + torch.sigmoid(model(x.flip(-1))).flip(-1))
+        outs.append(p.float().cpu().numpy())
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
@@ -108,7 +117,8 @@ def score(pred, data, split: str = "test"):
     """Dice of every bone in every sample of ``split`` for predicted masks ``pred`` (N, L, H, W)
     bool: a DataFrame with ``index`` (row in the split), ``subject``, ``view``, ``bone``, ``dice``
     (NaN where the bone is absent from both masks) and ``hidden`` (the fraction of the bone's true
-    mask also covered by another bone, :func:`bonelab.metrics.hidden_fraction`)."""
+    mask also covered by another bone, :func:`bonelab.metrics.hidden_fraction`) and ``pixels``
+    (the bone's true mask area in pixels: what the detector resolution sets)."""
     import pandas as pd
 
     from bonelab import simulate
@@ -121,18 +131,21 @@ def score(pred, data, split: str = "test"):
     for i, (subject, view) in enumerate(zip(meta["subject"], meta["view"])):
         truth = np.asarray(ds.targets[i]) > 0
         dice, hidden = dice_per_label(pred[i], truth), hidden_fraction(truth)
+        area = truth.reshape(len(names), -1).sum(axis=1)
         rows += [{"index": i, "subject": subject, "view": view, "bone": name, "dice": float(dice[b]),
-                  "hidden": float(hidden[b])} for b, name in enumerate(names)]
+                  "hidden": float(hidden[b]), "pixels": int(area[b])} for b, name in enumerate(names)]
     return pd.DataFrame(rows)
 
 
 def evaluate(model: torch.nn.Module, data, split: str = "test", *, threshold: float = 0.5, batch_size: int = 32,
-             device=None, return_predictions: bool = False):
-    """:func:`score` of ``model``'s thresholded predictions on ``split``; with
-    ``return_predictions`` also the masks (N, L, H, W) bool."""
+             flip_average: bool = False, device=None, return_predictions: bool = False):
+    """:func:`score` of ``model``'s thresholded predictions (:func:`predict`, with
+    ``flip_average`` if asked) on ``split``; with ``return_predictions`` also the masks
+    (N, L, H, W) bool."""
     from bonelab import simulate
 
-    pred = predict(model, simulate.load_split(data, split).images, batch_size=batch_size, device=device) > threshold
+    pred = predict(model, simulate.load_split(data, split).images, batch_size=batch_size,
+                   flip_average=flip_average, device=device) > threshold
     rows = score(pred, data, split)
     return (rows, pred) if return_predictions else rows
 
