@@ -229,7 +229,8 @@ def frequency_weighted_iou(cm: np.ndarray) -> float:
 
 def _as_image_batch(array, name: str) -> torch.Tensor:
     """``array`` (H, W) or (N, C, H, W), numpy or torch, as a float64 CPU tensor (N, C, H, W)."""
-    tensor = torch.as_tensor(array.detach().cpu() if isinstance(array, torch.Tensor) else np.asarray(array))
+    tensor = (array.detach().cpu() if isinstance(array, torch.Tensor)
+              else torch.from_numpy(np.array(array, dtype=np.float64)))  # a copy: inputs may be read-only memmaps
     tensor = tensor.double()
     if tensor.ndim == 2:
         tensor = tensor[None, None]

@@ -25,7 +25,7 @@ def test_run_folder_names_the_task_and_rebuilds_a_one_channel_network(trained):
     from bonelab.models import read_spec
 
     spec = read_spec(trained)
-    assert spec.task == "bones" and spec.kwargs["out_channels"] == 1 and spec.input_size == (128, 128)
+    assert spec.task == "bones" and spec.settings["out_channels"] == 1 and spec.input_size == (128, 128)
     assert spec.extra["loss"] == "l1+ms-ssim"
     pred = bones.predict(bones.load_model(trained), np.random.default_rng(0).random((2, 1, 128, 128)), device="cpu")
     assert pred.shape == (2, 1, 128, 128) and pred.min() >= 0 and pred.max() <= 1
