@@ -23,11 +23,12 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # segment_xray needs torch: import it on first use so that `import bonelab` stays light.
-    if name == "segment_xray":
-        from bonelab.segment import segment_xray
+    # segment_xray and extract_bones need torch: import them on first use so that `import bonelab`
+    # stays light.
+    if name in ("segment_xray", "extract_bones"):
+        from bonelab import segment
 
-        return segment_xray
+        return getattr(segment, name)
     raise AttributeError(f"module 'bonelab' has no attribute {name!r}")
 
 
@@ -45,5 +46,6 @@ __all__ = [
     "UnsafeArchiveError",
     "Volume",
     "__version__",
+    "extract_bones",
     "segment_xray",
 ]

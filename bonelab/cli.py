@@ -5,6 +5,8 @@
                    [--angle DEG [DEG ...]] [--tilt DEG] [--sid MM] [--sdd MM] [--size N | --size W H]
                    [--pixel MM] [--kvp KV | --energy KEV] [--output line-integral|intensity|radiograph]
                    [--device cpu|cuda] --out FILE
+    bonelab extract-bones IMAGE --model RUN --out DIR [--weight W] [--invert auto|yes|no]
+                   [--pixel-mm MM] [--device cpu|cuda]
 
 Subcommands live in :data:`COMMANDS` as ``name -> (help, add_arguments, run)``; a later chapter
 adds one (``simulate``, ``train``) by adding an entry.  Errors that bonelab anticipates (a
@@ -147,6 +149,44 @@ def _angle_of(args, i) -> float:
     return args.angle[i] if args.view in ("pa", "oblique", "carm") else 0.0
 
 
+# --- bonelab extract-bones ---------------------------------------------------------------------
+_INVERT = {"auto": "auto", "yes": True, "no": False}
+
+
+def _add_extract_bones(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="radiograph: PNG, TIFF, JPEG or DICOM")
+    p.add_argument("--model", required=True, metavar="RUN", help="run folder of a 'bones' network (model.json, best.pt)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for bones.png, enhanced.png, soft_tissue.png (16-bit) and bones.npy")
+    p.add_argument("--weight", type=float, default=1.0, metavar="W",
+                   help="enhancement weight: bone attenuates 1 + W times as strongly (default 1)")
+    p.add_argument("--invert", default="auto", choices=list(_INVERT),
+                   help="turn the image around first: auto (the file's polarity, else a check), yes or no")
+    p.add_argument("--pixel-mm", type=float, metavar="MM",
+                   help="the image's pixel spacing (default: the file's); with the network's it resamples")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="torch device (default: cuda if available)")
+
+
+def _run_extract_bones(args) -> int:
+    from bonelab.segment import extract_bones
+
+    result = extract_bones(args.image, args.model, invert=_INVERT[args.invert], pixel_mm=args.pixel_mm,
+                           weight=args.weight, device=args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in ("bones", "enhanced", "soft_tissue"):  # in [0, 1]: written as 0..65535, unscaled
+        written += _write(getattr(result, name), out / f"{name}.png", ".png", None, scale=False)
+    written += _write(result.bones, out / "bones.npy", ".npy", None, scale=False)
+    h, w = result.bones.shape
+    how = "sliding windows at the training spacing" if result.sliding else "resized to the network's input"
+    print(f"bones of {args.image}: {h} x {w} px, {how}{', inverted first' if result.inverted else ''}; "
+          f"enhancement weight {result.weight:g}")
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 # --- writing images ----------------------------------------------------------------------------
 def _stem(path: Path, suffix: str) -> str:
     return path.name[: -len(suffix)]
@@ -208,6 +248,8 @@ COMMANDS = {
     "drr": ("render a digitally reconstructed radiograph (and label masks) from a CT", _add_drr, _run_drr),
     "simulate": ("simulate a radiograph dataset (images + projected bone masks) from labelled CT",
                  _lazy("bonelab.simulate.command", "add_simulate_arguments"), _lazy("bonelab.simulate.command", "run_simulate")),
+    "extract-bones": ("extract the bones of a radiograph with a trained 'bones' network; enhance and subtract them",
+                      _add_extract_bones, _run_extract_bones),
     "train": ("train a bone segmentation network on a simulated dataset",
               _lazy("bonelab.tasks.command", "add_train_arguments"), _lazy("bonelab.tasks.command", "run_train")),
 }

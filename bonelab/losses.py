@@ -1,7 +1,7 @@
 """Losses that MONAI does not provide in the form the chapters need (each class says why).
 
 * :class:`DiceBCELoss` and :func:`segmentation_loss`: multi-label (overlapping) masks, chapter 3.
-* :class:`MSSSIML1Loss`: image-to-image regression (bone-only radiographs), chapter 4.
+* :class:`MSSSIML1Loss` and :func:`image_loss`: image-to-image regression (bone-only radiographs), chapter 4.
 
 A loss is called as ``loss(prediction, target)`` and returns a scalar tensor, or a dict of named
 tensors whose ``"loss"`` is the total to backpropagate (the other entries are logged by
@@ -118,11 +118,14 @@ class MSSSIML1Loss(torch.nn.Module):
     Parameters
     ----------
     alpha : float in [0, 1]
-        Weight of the (MS-)SSIM term (0.84 in Gusarev et al.).
+        Weight of the (MS-)SSIM term (0.84 in Gusarev et al.; 0 gives L1 alone, the similarity
+        still reported).
     data_range : float
         Value range of the images (1.0 for images scaled to [0, 1]); sets SSIM's stability constants.
     win_size : int
         Side of the Gaussian window (sigma 1.5 px), pixels.
+    scales : "auto", "multi" or "single"
+        MS-SSIM where the images are large enough ("auto"), always ("multi"), or single-scale SSIM.
 
     ``forward(prediction, target)``: float tensors ``(N, C, H, W)`` or ``(N, C, D, H, W)`` of the same
     shape, in the units of ``data_range``.  Returns a dict of scalar tensors: ``"loss"`` (the total),
@@ -137,16 +140,27 @@ class MSSSIML1Loss(torch.nn.Module):
     (0.1, True)
     """
 
-    def __init__(self, alpha: float = 0.84, data_range: float = 1.0, win_size: int = 11):
+    def __init__(self, alpha: float = 0.84, data_range: float = 1.0, win_size: int = 11,
+                 scales: str = "auto"):
         super().__init__()
         if not 0.0 <= alpha <= 1.0 or not data_range > 0 or win_size < 3 or win_size % 2 == 0:
             raise InvalidArgumentError(f"need 0 <= alpha <= 1, data_range > 0 and an odd win_size >= 3; got "
                                        f"alpha={alpha}, data_range={data_range}, win_size={win_size}.")
-        self.alpha, self.data_range, self.win_size = alpha, data_range, win_size
+        if scales not in ("auto", "multi", "single"):
+            raise InvalidArgumentError(f"scales must be 'auto', 'multi' or 'single'; got {scales!r}.")
+        self.alpha, self.data_range, self.win_size, self.scales = alpha, data_range, win_size, scales
 
     def multiscale(self, shape) -> bool:
-        """True when MS-SSIM applies to inputs of ``shape`` (N, C, *spatial), False for SSIM."""
-        return min(shape[2:]) >= ms_ssim_min_side(self.win_size)
+        """True when MS-SSIM applies to inputs of ``shape`` (N, C, *spatial), False for SSIM:
+        ``scales="auto"`` by the image size, ``"single"`` never, ``"multi"`` always (images too
+        small for it raise)."""
+        fits = min(shape[2:]) >= ms_ssim_min_side(self.win_size)
+        if self.scales == "multi" and not fits:
+            raise InvalidArgumentError(
+                f"MS-SSIM with a {self.win_size}-px window needs images of at least "
+                f"{ms_ssim_min_side(self.win_size)} px on each side; got {tuple(shape[2:])}. Use larger "
+                "images, a smaller win_size, or scales='single'.")
+        return fits and self.scales != "single"
 
     def similarity(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-sample MS-SSIM (or SSIM on small inputs), shape ``(N,)``."""
@@ -172,3 +186,22 @@ class MSSSIML1Loss(torch.nn.Module):
         ms_ssim = self.similarity(prediction.float(), target.float()).mean()
         l1 = torch.nn.functional.l1_loss(prediction.float(), target.float())
         return {"loss": self.alpha * (1 - ms_ssim) + (1 - self.alpha) * l1, "ms_ssim": ms_ssim, "l1": l1}
+
+
+IMAGE_LOSSES = {"l1": (0.0, "single"), "l1+ssim": (0.84, "single"), "l1+ms-ssim": (0.84, "multi")}
+"""The image-regression losses of chapter 4 by name: (alpha, scales) of :class:`MSSSIML1Loss`."""
+
+
+def image_loss(kind: str = "l1+ms-ssim", *, win_size: int = 7, data_range: float = 1.0) -> MSSSIML1Loss:
+    """An image-to-image regression loss by name: ``"l1"`` (L1 alone), ``"l1+ssim"`` (0.84 SSIM +
+    0.16 L1) or ``"l1+ms-ssim"`` (0.84 MS-SSIM + 0.16 L1, Gusarev et al. 2017), with a
+    ``win_size``-pixel Gaussian window (7 by default, so that MS-SSIM runs on images of
+    :func:`ms_ssim_min_side` (7) = 112 pixels and more).
+
+    >>> image_loss("l1+ssim").alpha, image_loss("l1+ms-ssim").scales
+    (0.84, 'multi')
+    """
+    if kind not in IMAGE_LOSSES:
+        raise InvalidArgumentError(f"image loss {kind!r} is unknown; use one of {sorted(IMAGE_LOSSES)}.")
+    alpha, scales = IMAGE_LOSSES[kind]
+    return MSSSIML1Loss(alpha=alpha, data_range=data_range, win_size=win_size, scales=scales)

@@ -5,8 +5,8 @@
 * Semantic segmentation scores from a confusion matrix (Long et al. 2015, the FCN paper):
   :func:`confusion_matrix`, :func:`pixel_accuracy`, :func:`mean_accuracy`, :func:`mean_iou`,
   :func:`frequency_weighted_iou`.
-* Image quality of a predicted image against a reference: :func:`image_quality` (RMSE, PSNR,
-  SSIM, MS-SSIM through MONAI's metrics).
+* Image quality of predicted images against references: :func:`image_quality` (RMSE, PSNR,
+  SSIM, MS-SSIM per image, through MONAI's metrics), chapter 4.
 * Agreement of measured volumes: :func:`volume_agreement` (R², regression line, mean |difference|).
 
 Conventions shared by all functions here:
@@ -228,8 +228,10 @@ def frequency_weighted_iou(cm: np.ndarray) -> float:
 
 
 def _as_image_batch(array, name: str) -> torch.Tensor:
-    tensor = torch.as_tensor(array.cpu() if isinstance(array, torch.Tensor) else np.asarray(array))
-    tensor = tensor.float()
+    """``array`` (H, W) or (N, C, H, W), numpy or torch, as a float64 CPU tensor (N, C, H, W)."""
+    tensor = (array.detach().cpu() if isinstance(array, torch.Tensor)
+              else torch.from_numpy(np.array(array, dtype=np.float64)))  # a copy: inputs may be read-only memmaps
+    tensor = tensor.double()
     if tensor.ndim == 2:
         tensor = tensor[None, None]
     if tensor.ndim != 4:
@@ -240,57 +242,114 @@ def _as_image_batch(array, name: str) -> torch.Tensor:
     return tensor
 
 
-def image_quality(pred, target, data_range: float, ms_ssim_kernel: int = 11) -> dict:
-    """RMSE, PSNR, SSIM and MS-SSIM of predicted images against reference images (MONAI metrics).
+def _window(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 3 or value % 2 == 0:
+        raise InvalidArgumentError(f"{name} must be an odd number of pixels >= 3 (e.g. 11 or 7); got {value!r}.")
+    return int(value)
+
+
+def image_quality(prediction, target, *, data_range: float = 1.0, ssim_window: int = 11,
+                  ms_ssim_window: int = 7) -> dict:
+    """RMSE, PSNR, SSIM and MS-SSIM of each predicted image against its reference (chapter 4).
+
+    Computed with MONAI 1.6's regression metrics (``monai.metrics``: ``RMSEMetric``,
+    ``PSNRMetric``, ``SSIMMetric``, ``MultiScaleSSIMMetric``; torchmetrics, the first choice of
+    the design notes, is not installed), with these settings:
+
+    * RMSE: ``sqrt(mean((prediction - target)^2))`` over the pixels (and channels) of each image,
+      in the images' units.
+    * PSNR: ``10 log10(data_range^2 / MSE)`` dB (``inf`` for identical images).
+    * SSIM (Wang et al. 2004): Gaussian window of ``ssim_window`` pixels (11) and sigma 1.5 px,
+      ``K1 = 0.01``, ``K2 = 0.03``, so ``C1 = (K1 data_range)^2`` and ``C2 = (K2 data_range)^2``;
+      population (not sample) covariances; the SSIM map is taken where the window fits inside
+      the image ("valid", no padding) and averaged.
+    * MS-SSIM (Wang, Simoncelli & Bovik 2003): 5 scales (2 x 2 average pooling between them),
+      scale weights :data:`bonelab.losses.MS_SSIM_WEIGHTS` = (0.0448, 0.2856, 0.3001, 0.2363,
+      0.1333), Gaussian window of ``ms_ssim_window`` pixels (7) and sigma 1.5 px, the same K1, K2
+      and data_range; contrast-structure terms at every scale, the luminance term at the coarsest
+      only; negative terms are clipped to 0 (as MONAI and the reference code do).  MONAI needs
+      each side to be at least ``16 * ms_ssim_window`` pixels
+      (:func:`bonelab.losses.ms_ssim_min_side`): 112 px for the 7-px window, 176 px for 11 px.
+
+    SSIM and MS-SSIM are computed in float32 (MONAI converts), RMSE and PSNR in float64.
+
+    On the 0-255 scale of the paper (Xiang, Yu & Cheng), pass the images times 255 with
+    ``data_range=255``: RMSE is then 255 times larger, while PSNR, SSIM and MS-SSIM stay the same
+    (data_range scales the peak and the constants with the images; checked in
+    tests/test_metrics.py to float32 round-off).
 
     Parameters
     ----------
-    pred, target : arrays or tensors, (H, W) or (N, C, H, W)
-        Same shape and intensity units.
+    prediction, target : arrays or tensors (numpy or torch), (N, C, H, W) or one image (H, W)
+        Same shape and intensity units; rows down.  Bone radiographs: (N, 1, H, W) in [0, 1].
     data_range : float
-        Range of the intensities (max - min possible value, e.g. 1.0 for images in [0, 1]); sets
-        PSNR's peak and SSIM's constants ``C1 = (0.01 R)^2``, ``C2 = (0.03 R)^2``.
-    ms_ssim_kernel : int
-        Gaussian window (sigma 1.5) of MS-SSIM.  MS-SSIM uses 5 scales (Wang et al. 2003 weights),
-        so each side must be larger than ``16 * (ms_ssim_kernel - 1)``: 161 px for the standard
-        11-pixel window; pass a smaller odd window (e.g. 7 for 128 px images) for small images
-        and report it.  SSIM always uses the standard 11-pixel window.
+        The intensity range (max - min possible value): 1.0 for images in [0, 1], 255 on an 8-bit
+        scale.  Sets PSNR's peak and SSIM's constants.
+    ssim_window : odd int >= 3
+        Side of SSIM's Gaussian window, pixels (the standard 11); each side of the images must be
+        at least this long.
+    ms_ssim_window : odd int >= 3
+        Side of MS-SSIM's Gaussian window, pixels.  7 by default, so that 112 px images qualify
+        (the standard 11 needs 176 px); say which one a table uses.
 
     Returns
     -------
-    dict with float ``rmse``, ``psnr`` (dB), ``ssim``, ``ms_ssim``: each computed per image and
-    averaged over the batch.
+    dict of float64 arrays of shape (N,), one value per image: ``rmse`` (image units), ``psnr``
+    (dB), ``ssim`` and ``ms_ssim`` (1 for identical images).  ``pandas.DataFrame(result)`` is a
+    table with one row per image; ``result["psnr"].mean()`` is the batch mean.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Shapes that differ or are not (H, W) / (N, C, H, W); a data_range that is not positive; a
+        window that is not odd and >= 3; images too small for a window (the message names the
+        minimum side and the window, and the window that would fit).
+    InvalidValuesError
+        NaN or infinite pixels.
 
     Examples
     --------
     >>> import numpy as np
-    >>> ref = np.zeros((64, 64), np.float32); ref[16:48, 16:48] = 1
-    >>> q = image_quality(ref + 0.1, ref, data_range=1.0, ms_ssim_kernel=3)
-    >>> round(q["rmse"], 4), round(q["psnr"], 2)
-    (0.1, 20.0)
+    >>> ref = np.zeros((128, 128), np.float32); ref[32:96, 32:96] = 1
+    >>> q = image_quality(ref + 0.1, ref)
+    >>> round(float(q["rmse"][0]), 4), round(float(q["psnr"][0]), 2), q["ssim"].shape
+    (0.1, 20.0, (1,))
+    >>> float(image_quality(ref, ref)["ms_ssim"][0])
+    1.0
     """
     from monai.metrics import MultiScaleSSIMMetric, PSNRMetric, RMSEMetric, SSIMMetric
 
-    p = _as_image_batch(pred, "pred")
+    from bonelab.losses import MS_SSIM_WEIGHTS, ms_ssim_min_side
+
+    p = _as_image_batch(prediction, "prediction")
     t = _as_image_batch(target, "target")
     if p.shape != t.shape:
-        raise InvalidArgumentError(f"pred {tuple(p.shape)} and target {tuple(t.shape)} differ in shape.")
-    if not data_range > 0:
-        raise InvalidArgumentError(f"data_range must be positive, got {data_range}.")
-    smallest = min(p.shape[-2:])
-    if smallest // 16 <= ms_ssim_kernel - 1:
+        raise InvalidArgumentError(f"prediction {tuple(p.shape)} and target {tuple(t.shape)} differ in shape; "
+                                   "pass images of the same size (resize one first).")
+    if not (isinstance(data_range, (int, float)) and math.isfinite(data_range) and data_range > 0):
+        raise InvalidArgumentError(f"data_range must be a positive number (1.0 for images in [0, 1], 255 for "
+                                   f"8-bit images); got {data_range!r}.")
+    ssim_window = _window(ssim_window, "ssim_window")
+    ms_ssim_window = _window(ms_ssim_window, "ms_ssim_window")
+    side = min(p.shape[-2:])
+    if side < ssim_window:
+        raise InvalidArgumentError(f"images of {tuple(p.shape[-2:])} px are smaller than the {ssim_window}-px SSIM "
+                                   f"window; pass a smaller odd ssim_window (<= {side}) or larger images.")
+    need = ms_ssim_min_side(ms_ssim_window)
+    if side < need:
+        fits = side // 16 - (1 - side // 16 % 2)  # the largest odd k with 16 * k <= side
+        hint = f"pass ms_ssim_window={fits}" if fits >= 3 else "MS-SSIM needs images of at least 48 px"
         raise InvalidArgumentError(
-            f"images of {tuple(p.shape[-2:])} px are too small for 5-scale MS-SSIM with a "
-            f"{ms_ssim_kernel}-px window (each side must exceed {16 * (ms_ssim_kernel - 1)} px); pass "
-            f"a smaller odd ms_ssim_kernel k with 16 * (k - 1) < {smallest}, or larger images."
-        )
+            f"images of {tuple(p.shape[-2:])} px are too small for 5-scale MS-SSIM with a {ms_ssim_window}-px "
+            f"window: MONAI needs a short side of at least {need} px (16 x the window); {hint}, or larger images.")
+    settings = dict(spatial_dims=2, data_range=float(data_range), kernel_sigma=1.5, k1=0.01, k2=0.03)
     metrics = {
         "rmse": RMSEMetric(),
-        "psnr": PSNRMetric(max_val=data_range),
-        "ssim": SSIMMetric(spatial_dims=2, data_range=data_range),
-        "ms_ssim": MultiScaleSSIMMetric(spatial_dims=2, data_range=data_range, kernel_size=ms_ssim_kernel),
+        "psnr": PSNRMetric(max_val=float(data_range)),
+        "ssim": SSIMMetric(win_size=ssim_window, **settings),
+        "ms_ssim": MultiScaleSSIMMetric(kernel_size=ms_ssim_window, weights=MS_SSIM_WEIGHTS, **settings),
     }
-    return {name: float(metric(p, t).mean()) for name, metric in metrics.items()}
+    return {name: metric(p, t).double().reshape(len(p)).numpy() for name, metric in metrics.items()}
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,12 @@
-"""Apply a trained bone segmentation network to a reader's own radiograph.
+"""Apply a trained network to a reader's own radiograph: bone segmentation and bone extraction.
 
-:func:`segment_xray` takes a PNG, TIFF, JPEG or DICOM file (or an array) and returns one mask
-per bone at the size of the input, doing what a real image needs first:
+:func:`segment_xray` (chapter 3) takes a PNG, TIFF, JPEG or DICOM file (or an array) and returns
+one mask per bone at the size of the input; :func:`extract_bones` (chapter 4) returns the
+bone-only radiograph a "bones" network extracts from it, with the bone-enhanced and the
+bone-subtracted radiographs (:mod:`bonelab.enhance`).  Both do what a real image needs first
+(steps 1-3: ``_prepare``) and apply the network the same way (step 4: ``_apply``); only the
+output's activation differs (sigmoid probabilities for masks, the linear output clamped to
+[0, 1] for bones):
 
 1. **Reading** (:func:`read_xray`): SimpleITK reads all four formats; colour images become grey
    (mean of the colour channels).  A DICOM says how it is displayed: ``MONOCHROME1`` (bright =
@@ -16,8 +21,8 @@ per bone at the size of the input, doing what a real image needs first:
    shutter bands are set aside, and the corners of the exposed field (direct exposure or thin
    tissue) are compared with the field's mean.  ``invert=True``/``False`` decides instead.
 4. **Resizing**: the image is padded to the network's aspect ratio (with its border value) and
-   resized to the network's input size; the probabilities are resized back and the padding cut
-   off, so the masks line up with the input pixel for pixel.  When the pixel spacing is known
+   resized to the network's input size; the output is resized back and the padding cut off,
+   so masks and bones line up with the input pixel for pixel.  When the pixel spacing is known
    (``pixel_mm``, or the DICOM's) and the network's training spacing is known (the run's
    :class:`~bonelab.models.ModelSpec`), the image is instead resampled to the training spacing
    and segmented with MONAI's sliding-window inference, so bones keep the size in pixels the
@@ -77,6 +82,9 @@ class XrayImage:
     orientation : the DICOM Patient Orientation (0020,0020): the patient directions along a row
         (left to right) and down a column, e.g. ``("L", "F")`` for a PA chest hung as if facing
         the patient; None when the file does not say
+    colour : True when the file stored colour channels that really differ (a photograph, a
+        coloured screenshot; :func:`has_colour`); ``array`` is then their mean.  A grey image
+        stored as RGB is not colour.
     """
 
     array: np.ndarray
@@ -86,6 +94,22 @@ class XrayImage:
     inverted_on_read: bool = False
     spacing_source: str | None = None
     orientation: tuple | None = None
+    colour: bool = False
+
+
+def has_colour(rgb) -> bool:
+    """True when an RGB(A) image ``rgb`` (..., H, W, 3 or 4; alpha ignored) has real colour: more
+    than 1 % of its pixels have channels that differ by more than 2 % of the image's range.  A grey
+    image stored as RGB (equal channels, or JPEG chroma round-off of a grey level or two) and a
+    small coloured annotation on a grey film are not colour.
+
+    >>> grey = np.repeat(np.random.default_rng(0).random((8, 8, 1)), 3, axis=-1)
+    >>> has_colour(grey), has_colour(grey * [1.0, 0.5, 0.2])
+    (False, True)
+    """
+    a = np.asarray(rgb, dtype=np.float64)[..., :3]
+    spread = a.max(axis=-1) - a.min(axis=-1)
+    return bool(np.mean(spread > 0.02 * max(np.ptp(a), 1e-12)) > 0.01)
 
 
 def _tag(reader, key: str) -> str | None:
@@ -140,7 +164,8 @@ def _dicom_spacing(path: Path, reader, shape):
         found.append(f"{name} = {text!r}")
     what = "; ".join(found) if found else "no ImagerPixelSpacing or PixelSpacing"
     warnings.warn(f"{path}: {what}, so the pixel spacing is unknown (pixel_mm=None; the image is then "
-                  f"resized to the network's input). Pass pixel_mm= to segment_xray if you know it"
+                  f"resized to the network's input). Pass pixel_mm= to segment_xray or extract_bones if you "
+                  f"know it"
                   f"{_cassette_hint(reader, shape)}.", stacklevel=3)
     return None, None
 
@@ -167,7 +192,8 @@ def read_xray(path) -> XrayImage:
     then ``polarity="bone-bright"``; its Patient Orientation is kept.  The spacing (row, column, mm) comes from ImagerPixelSpacing
     (0018,1164), else PixelSpacing (0028,0030); a zero, negative, non-finite or missing one gives
     ``pixel_mm=None`` and a warning naming the file and what it holds.  PNG, TIFF and JPEG state
-    neither polarity nor spacing: both None, without a warning.
+    neither polarity nor spacing: both None, without a warning.  Colour files become grey (the mean
+    of R, G and B); ``colour`` records whether they had real colour (:func:`has_colour`).
 
     >>> from bonelab import data
     >>> read_xray(data.real_radiograph("ankle")).polarity
@@ -187,17 +213,19 @@ def read_xray(path) -> XrayImage:
     except RuntimeError as exc:
         raise UnreadableFileError(f"cannot read {path} as an image (PNG, TIFF, JPEG, DICOM): {exc}") from exc
     arr = sitk.GetArrayFromImage(image).astype(np.float64)
+    colour = False
     if image.GetNumberOfComponentsPerPixel() > 1:  # RGB(A) -> grey, alpha dropped
+        colour = image.GetNumberOfComponentsPerPixel() >= 3 and has_colour(arr)
         arr = arr[..., :3].mean(axis=-1)
     arr = np.squeeze(arr)
     if arr.ndim != 2:
-        raise InvalidValuesError(f"{path} holds an image of shape {arr.shape}; segment_xray needs one 2D radiograph.")
+        raise InvalidValuesError(f"{path} holds an image of shape {arr.shape}; a radiograph is one 2D image.")
     if _tag(reader, "0028|0004") is None:  # not a DICOM
-        return XrayImage(arr)
+        return XrayImage(arr, colour=colour)
     arr, polarity, photometric, inverted = _dicom_display(path, reader, arr)
     spacing, source = _dicom_spacing(path, reader, arr.shape)
     orientation = tuple(_tag(reader, "0020|0020").split("\\")) if _tag(reader, "0020|0020") else None
-    return XrayImage(arr, spacing, polarity, photometric, inverted, source, orientation)
+    return XrayImage(arr, spacing, polarity, photometric, inverted, source, orientation, colour)
 
 
 def normalize(image, percentiles=(0.5, 99.5)) -> np.ndarray:
@@ -316,18 +344,131 @@ def _network(model, spec, device):
     return (model.to(device) if device is not None else model), spec
 
 
+MIN_SIDE = 32
+"""Smallest side, pixels, of a radiograph that :func:`extract_bones` accepts.  Smaller images are
+thumbnails or icons, not radiographs: blown up to a network's input (256 px or more) they hold
+less than an eighth of the detail the network learned from, and the inversion check
+(:func:`looks_inverted`) would judge corners of two or three pixels."""
+
+
+def _grey(a: np.ndarray, who: str) -> np.ndarray:
+    """``a`` as one grey image: an RGB(A) array (H, W, 3|4) or (3|4, H, W) whose channels agree
+    becomes their mean; one with real colour (:func:`has_colour`) is refused."""
+    if a.ndim == 3 and a.shape[-1] in (3, 4) and min(a.shape[:2]) > 4:
+        rgb = a
+    elif a.ndim == 3 and a.shape[0] in (3, 4) and min(a.shape[1:]) > 4:
+        rgb = np.moveaxis(a, 0, -1)
+    else:
+        return a
+    if has_colour(rgb):
+        raise InvalidValuesError(f"the image array {a.shape} is a colour picture (its R, G and B channels differ); "
+                                 f"{who} needs a grey radiograph: pass the X-ray itself, not a photo or a coloured "
+                                 "screenshot of it.")
+    return rgb[..., :3].mean(axis=-1)
+
+
+def _read(image, pixel_mm, who: str, strict: bool):
+    """``(array (H, W) float64 as displayed, pixel_mm, polarity)`` of a path, :class:`XrayImage`,
+    array or tensor.  ``strict`` (extract_bones) also refuses colour pictures and images with a
+    side under :data:`MIN_SIDE`, and accepts grey images stored as RGB(A) arrays."""
+    name = "the image"
+    if isinstance(image, (str, Path)):
+        name = str(image)
+        image = read_xray(image)
+    polarity = None
+    if isinstance(image, XrayImage):
+        if strict and image.colour:
+            raise InvalidValuesError(f"{name} is a colour picture (its R, G and B channels differ); {who} needs a "
+                                     "grey radiograph: pass the X-ray itself, not a photo or a coloured screenshot.")
+        pixel_mm = pixel_mm if pixel_mm is not None else image.pixel_mm
+        image, polarity = image.array, image.polarity
+    if hasattr(image, "detach"):
+        image = image.detach().cpu().numpy()
+    a = np.asarray(image, dtype=np.float64)
+    if strict:
+        a = _grey(a, who)
+    a = np.squeeze(a)
+    if a.ndim != 2:
+        raise InvalidValuesError(f"{who} needs one 2D image (H, W); got shape {np.shape(image)}.")
+    if strict and min(a.shape) < MIN_SIDE:
+        raise InvalidValuesError(f"{name} is {a.shape[0]} x {a.shape[1]} pixels; {who} needs at least {MIN_SIDE} "
+                                 "pixels on each side (a radiograph, not a thumbnail): pass the full-size image.")
+    return a, pixel_mm, polarity
+
+
+@dataclass
+class _Prepared:
+    """A radiograph made ready for a network (:func:`_prepare`)."""
+
+    net: torch.nn.Module
+    x: np.ndarray  # (H, W) float32 in [0, 1]: normalised, bone bright, mirrored if asked
+    size: tuple  # the network's input (H, W), pixels
+    pixel_mm: tuple | None  # the input's spacing (row, column), mm
+    train_mm: tuple | None  # the network's training spacing, mm
+    inverted: bool  # whether the normalised image was turned around (bone-dark input)
+
+    @property
+    def sliding(self) -> bool:
+        """Resample to the training spacing and use sliding windows (both spacings known)."""
+        return self.pixel_mm is not None and bool(self.train_mm)
+
+
+def _prepare(image, model, *, spec, size, pixel_mm, invert, mirror: bool, device, who: str,
+             strict: bool = False) -> _Prepared:
+    """Steps 1-3 of the module docstring, shared by :func:`segment_xray` and :func:`extract_bones`:
+    read, check, normalise, set the polarity; and the network, its input size and spacings."""
+    a, pixel_mm, polarity = _read(image, pixel_mm, who, strict)
+    if invert not in ("auto", True, False):
+        raise InvalidArgumentError(f"invert must be 'auto', True or False; got {invert!r}.")
+    net, spec = _network(model, spec, device)
+    size = size if size is not None else getattr(spec, "input_size", None)
+    if size is None:
+        raise InvalidArgumentError("give size= (the network's input size in pixels), spec= (a ModelSpec with "
+                                   "input_size), or the run folder as model.")
+    size = tuple(int(v) for v in _pair(size, "size"))
+    train_mm = getattr(spec, "input_spacing_mm", None)
+    train_mm = None if not train_mm else _pair(train_mm, "the spec's input_spacing_mm")
+    pixel_mm = None if pixel_mm is None else _pair(pixel_mm, "pixel_mm")
+    x = normalize(a)
+    if mirror:
+        x = x[:, ::-1]
+    if invert == "auto":
+        invert = polarity == "bone-dark" if polarity is not None else looks_inverted(x)
+    if invert:
+        x = 1.0 - x
+    return _Prepared(net, np.ascontiguousarray(x, dtype=np.float32), size, pixel_mm, train_mm, bool(invert))
+
+
 @torch.no_grad()
-def _probabilities(model, x: np.ndarray, size, device, sliding: bool) -> np.ndarray:
-    dev = next(iter(model.parameters())).device if device is None else torch.device(device)
+def _apply_network(model, x: np.ndarray, size, device, sliding: bool, activation) -> np.ndarray:
+    """``activation(model(x))`` for one image ``x`` (H, W): (C, H, W); whole or in sliding windows
+    of ``size`` (MONAI, Gaussian-weighted blending of the raw outputs)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    dev = torch.device(device) if device is not None else (tensors[0].device if tensors else torch.device("cpu"))
     t = torch.as_tensor(x[None, None], dtype=torch.float32, device=dev)
     if sliding:
         from monai.inferers import sliding_window_inference
 
-        logits = sliding_window_inference(t, size, sw_batch_size=4, predictor=model, overlap=0.25,
-                                          mode="gaussian", padding_mode="replicate")
+        out = sliding_window_inference(t, size, sw_batch_size=4, predictor=model, overlap=0.25,
+                                       mode="gaussian", padding_mode="replicate")
     else:
-        logits = model(t)
-    return torch.sigmoid(logits.float())[0].cpu().numpy()
+        out = model(t)
+    return activation(out.float())[0].cpu().numpy()
+
+
+def _apply(p: _Prepared, device, activation) -> np.ndarray:
+    """Step 4 of the module docstring: the network's output (C, H, W) float64 at the size of
+    ``p.x``, through ``activation``."""
+    p.net.eval()
+    h, w = p.x.shape
+    if p.sliding:
+        scale = np.divide(p.pixel_mm, p.train_mm)
+        shape = (max(p.size[0], round(h * scale[0])), max(p.size[1], round(w * scale[1])))
+        out = _apply_network(p.net, _resize(p.x, shape, 1).astype(np.float32), p.size, device, True, activation)
+        return _resize(out, (len(out), h, w), 1)
+    padded, (top, left) = _pad_to_aspect(p.x, p.size[1] / p.size[0])
+    out = _apply_network(p.net, _resize(padded, p.size, 1).astype(np.float32), p.size, device, False, activation)
+    return _resize(out, (len(out),) + padded.shape, 1)[:, top:top + h, left:left + w]
 
 
 def segment_xray(image, model, *, spec=None, size=None, pixel_mm=None, threshold: float = 0.5,
@@ -360,45 +501,118 @@ def segment_xray(image, model, *, spec=None, size=None, pixel_mm=None, threshold
     masks (L, H, W) bool at the input's size (and probabilities if asked); the attribute-free
     numpy arrays line up with the input image pixel for pixel.
     """
-    if isinstance(image, (str, Path)):
-        image = read_xray(image)
-    polarity = None
-    if isinstance(image, XrayImage):
-        pixel_mm = pixel_mm if pixel_mm is not None else image.pixel_mm
-        image, polarity = image.array, image.polarity
-    if hasattr(image, "detach"):
-        image = image.detach().cpu().numpy()
-    a = np.squeeze(np.asarray(image, dtype=np.float64))
-    if a.ndim != 2:
-        raise InvalidValuesError(f"segment_xray needs one 2D image (H, W); got shape {np.shape(image)}.")
-    if invert not in ("auto", True, False):
-        raise InvalidArgumentError(f"invert must be 'auto', True or False; got {invert!r}.")
-    net, spec = _network(model, spec, device)
-    size = size if size is not None else getattr(spec, "input_size", None)
-    if size is None:
-        raise InvalidArgumentError("give size= (the network's input size in pixels), spec= (a ModelSpec with "
-                                   "input_size), or the run folder as model.")
-    size = tuple(int(v) for v in _pair(size, "size"))
-    train_mm = getattr(spec, "input_spacing_mm", None)
-    pixel_mm = None if pixel_mm is None else _pair(pixel_mm, "pixel_mm")
-    x = normalize(a)
-    if mirror:
-        x = x[:, ::-1]
-    if invert == "auto":
-        invert = polarity == "bone-dark" if polarity is not None else looks_inverted(x)
-    if invert:
-        x = 1.0 - x
-    net.eval()
-    h, w = x.shape
-    if pixel_mm is not None and train_mm:
-        scale = np.divide(pixel_mm, _pair(train_mm, "the spec's input_spacing_mm"))
-        shape = (max(size[0], round(h * scale[0])), max(size[1], round(w * scale[1])))
-        prob = _probabilities(net, _resize(x, shape, 1).astype(np.float32), size, device, sliding=True)
-        prob = _resize(prob, (len(prob), h, w), 1)
-    else:
-        padded, (top, left) = _pad_to_aspect(x, size[1] / size[0])
-        prob = _probabilities(net, _resize(padded, size, 1).astype(np.float32), size, device, False)
-        prob = _resize(prob, (len(prob),) + padded.shape, 1)[:, top:top + h, left:left + w]
+    p = _prepare(image, model, spec=spec, size=size, pixel_mm=pixel_mm, invert=invert, mirror=mirror,
+                 device=device, who="segment_xray")
+    prob = _apply(p, device, torch.sigmoid)
     prob = np.ascontiguousarray(prob[:, :, ::-1] if mirror else prob, dtype=np.float32)
     masks = prob > threshold
     return (masks, prob) if return_probabilities else masks
+
+
+@dataclass
+class BoneExtraction:
+    """What :func:`extract_bones` returns: four radiographs (H, W) float32 in [0, 1], bone bright,
+    at the input's size and lined up with it pixel for pixel, and how they were made.
+
+    Attributes
+    ----------
+    image : the input as the network saw it: normalised (0.5th-99.5th percentiles to 0 and 1),
+        turned bone-bright where it was not, at the input's size
+    bones : the bone-only radiograph the network extracted (its linear output clamped to [0, 1])
+    enhanced : ``bonelab.enhance.enhance(image, bones, weight)``
+    soft_tissue : ``bonelab.enhance.soft_tissue(image, bones)``: the bones taken out
+    weight : the enhancement weight used
+    inverted : whether the input was turned around (it was bone-dark)
+    pixel_mm : the input's pixel spacing (row, column) mm, None when unknown
+    sliding : whether the image was resampled to the network's training spacing and processed in
+        sliding windows (both spacings known), instead of padded and resized whole
+    """
+
+    image: np.ndarray
+    bones: np.ndarray
+    enhanced: np.ndarray
+    soft_tissue: np.ndarray
+    weight: float = 1.0
+    inverted: bool = False
+    pixel_mm: tuple | None = None
+    sliding: bool = False
+
+
+def _clamped(output: torch.Tensor) -> torch.Tensor:
+    return output.clamp(0, 1)
+
+
+def extract_bones(image, model, *, invert="auto", pixel_mm=None, weight: float = 1.0, spec=None, size=None,
+                  device=None) -> BoneExtraction:
+    """Extract the bones of one radiograph with a trained bone-extraction network (chapter 4),
+    and enhance or subtract them (:mod:`bonelab.enhance`).
+
+    The image is prepared as for :func:`segment_xray` (read, normalised, made bone-bright, padded
+    and resized to the network's input, or resampled to its training spacing and processed in
+    sliding windows when the pixel spacing is known; see the module docstring); the network's
+    output, in the display units of its input, is clamped to [0, 1] (a linear output: no sigmoid)
+    and resized back.
+
+    Parameters
+    ----------
+    image : path (PNG, TIFF, JPEG, DICOM), :class:`XrayImage`, or array (H, W) / (1, H, W), rows
+        down; a grey image stored as RGB(A) (H, W, 3|4) is accepted, a colour picture is not
+    model : a run folder of task ``"bones"`` (str or Path; its ``model.json`` and ``best.pt``), or a
+        network mapping (N, 1, H, W) in [0, 1], bone bright, to the bone image (N, 1, H, W) in the
+        same units (give ``spec=`` or ``size=`` with it); moved to ``device`` if given
+    invert : "auto" (the file's polarity where it states one, else :func:`looks_inverted`), True
+        or False
+    pixel_mm : the input's pixel spacing, mm: a number or (row, column) (default: the file's)
+    weight : the enhancement weight of :func:`bonelab.enhance.enhance` (>= -1; 1 doubles the
+        bone's attenuation)
+    spec : the :class:`~bonelab.models.ModelSpec` (default: the run's): ``input_size`` (H, W) and
+        ``input_spacing_mm``; a spec naming a task must name ``"bones"``
+    size : the network's input size, pixels (overrides the spec's)
+    device : torch device (default: the network's; for a run folder :func:`bonelab.config.device`)
+
+    Returns
+    -------
+    :class:`BoneExtraction`: ``image``, ``bones``, ``enhanced``, ``soft_tissue``, each (H, W)
+    float32 in [0, 1] at the input's size.
+
+    Raises
+    ------
+    InvalidValuesError
+        A colour picture (channels that differ), an image under :data:`MIN_SIDE` pixels on a side,
+        a constant image, NaN or infinite pixels.
+    InvalidArgumentError
+        A run folder or spec of another task (the task found is named), a network whose output
+        has more than one channel, a bad ``invert``, ``weight``, ``pixel_mm`` or ``size``.
+    MissingFileError, UnreadableFileError
+        An image or run folder that is missing or cannot be read.
+
+    >>> import numpy as np, torch
+    >>> film = np.add.outer(np.linspace(0, 1, 50), np.linspace(0, 2, 70)) ** 2   # a smooth stand-in
+    >>> out = extract_bones(film, torch.nn.Identity(), size=32)   # a stand-in network: "all is bone"
+    >>> out.bones.shape, out.bones.dtype, float(out.soft_tissue.max()) < 0.05
+    ((50, 70), dtype('float32'), True)
+    """
+    from bonelab.enhance import _check_weight, enhance, soft_tissue
+
+    _check_weight(weight)
+    if isinstance(model, (str, Path)):
+        from bonelab.models import read_spec
+
+        where, spec = (f"the run folder {model} (model.json)", spec if spec is not None else read_spec(model))
+    else:
+        where = "spec="
+    task = getattr(spec, "task", "")
+    if spec is not None and (task or where != "spec=") and task != "bones":
+        raise InvalidArgumentError(
+            f"{where} is of task {task!r}, not 'bones': extract_bones needs a bone-extraction network (trained by "
+            "the 'bones' task of chapter 4). For bone masks use segment_xray; otherwise pass a 'bones' run folder.")
+    p = _prepare(image, model, spec=spec, size=size, pixel_mm=pixel_mm, invert=invert, mirror=False,
+                 device=device, who="extract_bones", strict=True)
+    out = _apply(p, device, _clamped)
+    if len(out) != 1:
+        raise InvalidArgumentError(
+            f"the network returns {len(out)} channels; a bone-extraction network returns one bone image "
+            "(N, 1, H, W) (ModelSpec settings out_channels=1). A segmentation network goes to segment_xray.")
+    bones = np.clip(out[0], 0, 1).astype(np.float32)
+    return BoneExtraction(p.x, bones, enhance(p.x, bones, weight), soft_tissue(p.x, bones), float(weight),
+                          p.inverted, p.pixel_mm, p.sliding)

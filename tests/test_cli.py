@@ -92,6 +92,75 @@ def test_bad_input_exits_non_zero_with_one_line(ct_files, tmp_path, argv, messag
 
 
 def test_subcommands_are_a_registry():
-    assert {"info", "drr"} <= set(COMMANDS)
+    assert {"info", "drr", "extract-bones"} <= set(COMMANDS)
     help_, add, run = COMMANDS["drr"]
     assert callable(add) and callable(run) and help_
+
+
+# --- bonelab extract-bones ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bones_files(tmp_path_factory):
+    """A 16-bit grey PNG radiograph, a colour photo, and tiny untrained run folders (bones, wrist)."""
+    import torch
+    from PIL import Image
+
+    from bonelab.models import ModelSpec, save_spec
+    from bonelab.train import CHECKPOINT_FORMAT
+
+    folder = tmp_path_factory.mktemp("bones")
+    img = np.full((60, 80), 0.05)
+    img[8:52, 10:70] = 0.4
+    img[16:44, 30:50] = 0.9
+    img += np.random.default_rng(0).normal(0, 0.01, img.shape)
+    Image.fromarray(np.round(np.clip(img, 0, 1) * 60000).astype(np.uint16)).save(folder / "film.png")
+    photo = np.stack([img, 0.5 * img, 1 - img], axis=-1)
+    Image.fromarray(np.round(np.clip(photo, 0, 1) * 255).astype(np.uint8)).save(folder / "photo.png")
+    paths = {"film": folder / "film.png", "photo": folder / "photo.png"}
+    for task in ("bones", "wrist"):
+        spec = ModelSpec("unet2d", {"out_channels": 1, "channels": [4, 8], "num_res_units": 0}, task=task,
+                         input_size=(32, 32), input_spacing_mm=(1.0, 1.0))
+        run = folder / f"run_{task}"
+        run.mkdir()
+        save_spec(run, spec)
+        torch.manual_seed(0)
+        torch.save({"format": CHECKPOINT_FORMAT, "model": spec.build().state_dict()}, run / "best.pt")
+        paths[task] = run
+    return paths
+
+
+def test_extract_bones_writes_16_bit_pngs_and_the_array(bones_files, tmp_path, capsys):
+    from PIL import Image
+
+    from bonelab.segment import extract_bones
+
+    out = tmp_path / "out"
+    assert main(["extract-bones", str(bones_files["film"]), "--model", str(bones_files["bones"]), "--out", str(out),
+                 "--weight", "2", "--invert", "no", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "60 x 80 px" in printed and "weight 2" in printed
+    expected = extract_bones(bones_files["film"], bones_files["bones"], invert=False, weight=2.0, device="cpu")
+    for name in ("bones", "enhanced", "soft_tissue"):
+        path = out / f"{name}.png"
+        assert f"wrote {path}" in printed
+        with Image.open(path) as png:
+            assert png.mode.startswith("I;16") and png.size == (80, 60), name
+            pixels = np.asarray(png)
+        np.testing.assert_allclose(pixels / 65535, getattr(expected, name), atol=1 / 65535, err_msg=name)
+    np.testing.assert_array_equal(np.load(out / "bones.npy"), expected.bones)
+    assert f"wrote {out / 'bones.npy'}" in printed
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["{photo}", "--model", "{bones}"], "colour picture"),
+    (["{film}", "--model", "{wrist}"], "task 'wrist', not 'bones'"),
+    (["{film}", "--model", "{tmp}/no_run"], "model.json"),
+    (["{film}", "--model", "{bones}", "--weight", "-5"], "weight"),
+])
+def test_extract_bones_bad_input_exits_non_zero_with_one_line(bones_files, tmp_path, argv, message):
+    argv = [a.format(tmp=tmp_path, **bones_files) for a in argv]
+    r = subprocess.run([sys.executable, "-m", "bonelab.cli", "extract-bones", *argv, "--out", str(tmp_path / "o"),
+                        "--device", "cpu"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr and message in lines[0], r.stderr
+    assert not (tmp_path / "o").exists()  # nothing written

@@ -125,3 +125,18 @@ def test_bad_inputs_are_named():
         loss(torch.zeros(1, 1, 8, 32), torch.zeros(1, 1, 8, 32))
     with pytest.raises(InvalidArgumentError, match="alpha"):
         bl.MSSSIML1Loss(alpha=1.5)
+
+
+def test_named_image_losses_choose_the_scales_and_weights():
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 1, 128, 128, generator=g)
+    noisy = (target + 0.2 * torch.randn(2, 1, 128, 128, generator=g)).clamp(0, 1)
+    l1 = bl.image_loss("l1")(noisy, target)
+    assert float(l1["loss"]) == pytest.approx(float(l1["l1"]), rel=1e-6)   # alpha 0: L1 alone
+    single, multi = bl.image_loss("l1+ssim"), bl.image_loss("l1+ms-ssim")
+    assert not single.multiscale(target.shape) and multi.multiscale(target.shape)
+    assert float(single(noisy, target)["ms_ssim"]) != pytest.approx(float(multi(noisy, target)["ms_ssim"]), abs=1e-3)
+    with pytest.raises(InvalidArgumentError, match="at least 112 px"):
+        multi(target[..., :100, :100], target[..., :100, :100])
+    with pytest.raises(InvalidArgumentError, match="unknown"):
+        bl.image_loss("vgg")

@@ -102,49 +102,107 @@ def test_confusion_matrix_rejects_bad_maps():
         bm.confusion_matrix(PRED[:5], TARGET, 3)
 
 
-def test_image_quality_on_constant_images_by_hand():
-    a, b = np.full((48, 48), 0.5, np.float32), np.full((48, 48), 0.25, np.float32)
-    q = bm.image_quality(a, b, data_range=1.0, ms_ssim_kernel=3)
+def smooth(shape, seed=0):
+    """A smooth random image (or batch) in [0, 1]: texture for the window-based metrics."""
+    from scipy import ndimage
+
+    a = ndimage.gaussian_filter(np.random.default_rng(seed).random(shape), (0,) * (len(shape) - 2) + (3, 3))
+    return ((a - a.min()) / (a.max() - a.min())).astype(np.float32)
+
+
+def test_image_quality_rmse_and_psnr_by_numpy():
+    rng = np.random.default_rng(1)
+    target = smooth((3, 1, 112, 120))
+    prediction = np.clip(target + rng.normal(0, 0.05, target.shape), 0, 1).astype(np.float32)
+    q = bm.image_quality(prediction, torch.from_numpy(target))  # numpy and torch mix
+    mse = ((prediction.astype(np.float64) - target) ** 2).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(q["rmse"], np.sqrt(mse), rtol=1e-6)
+    np.testing.assert_allclose(q["psnr"], 10 * np.log10(1.0 / mse), rtol=1e-6)
+    assert sorted(q) == ["ms_ssim", "psnr", "rmse", "ssim"]
+    assert all(v.shape == (3,) and v.dtype == np.float64 for v in q.values())  # one value per image
+    import pandas as pd
+
+    assert pd.DataFrame(q).shape == (3, 4)
+
+
+def test_ssim_of_an_image_with_itself_and_with_a_constant_offset_by_hand():
+    image = smooth((1, 1, 128, 128))
+    same = bm.image_quality(image, image)
+    assert same["ssim"][0] == pytest.approx(1.0, abs=1e-6) and same["ms_ssim"][0] == pytest.approx(1.0, abs=1e-6)
+    assert same["rmse"][0] == 0 and same["psnr"][0] == math.inf
+    # A constant image mu and a copy offset by c: every window has means mu and mu + c and zero
+    # variances, so the contrast-structure terms are (0 + C2) / (0 + C2) = 1 and SSIM is the
+    # luminance term at every position; MS-SSIM keeps only the coarsest scale's, to its weight.
+    # (dark values: MONAI computes in float32, and the variances' round-off grows with the mean)
+    from bonelab.losses import MS_SSIM_WEIGHTS
+
+    mu, c = 0.05, 0.1
     c1 = (0.01 * 1.0) ** 2
-    luminance = (2 * 0.5 * 0.25 + c1) / (0.5**2 + 0.25**2 + c1)  # contrast/structure terms are 1
-    assert q["rmse"] == pytest.approx(0.25)
-    assert q["psnr"] == pytest.approx(10 * np.log10(1 / 0.25**2), rel=1e-6)
-    assert q["ssim"] == pytest.approx(luminance, rel=1e-4)
-    assert q["ms_ssim"] == pytest.approx(luminance**0.1333, rel=1e-4)  # only the coarsest scale's l
-    # data_range scales PSNR: same images in [0, 255]
-    q255 = bm.image_quality(a * 255, b * 255, data_range=255.0, ms_ssim_kernel=3)
-    assert q255["psnr"] == pytest.approx(q["psnr"], rel=1e-5)
-    assert q255["ssim"] == pytest.approx(q["ssim"], rel=1e-4)
+    luminance = (2 * mu * (mu + c) + c1) / (mu**2 + (mu + c) ** 2 + c1)
+    q = bm.image_quality(np.full((128, 128), mu + c, np.float32), np.full((128, 128), mu, np.float32))
+    assert q["ssim"][0] == pytest.approx(luminance, rel=1e-4)
+    assert q["ms_ssim"][0] == pytest.approx(luminance ** MS_SSIM_WEIGHTS[-1], rel=1e-4)
+    assert q["rmse"][0] == pytest.approx(c, rel=1e-6) and q["psnr"][0] == pytest.approx(20.0, rel=1e-6)
 
 
-def test_image_quality_matches_scikit_image_ssim_and_averages_per_image():
+def test_ssim_matches_scikit_image():
     from skimage.metrics import structural_similarity
 
     rng = np.random.default_rng(0)
     ref = rng.random((64, 64)).astype(np.float32)
     noisy = np.clip(ref + rng.normal(0, 0.1, ref.shape), 0, 1).astype(np.float32)
-    q = bm.image_quality(noisy, ref, data_range=1.0, ms_ssim_kernel=3)
+    q = bm.image_quality(noisy, ref, ms_ssim_window=3)
     _, ssim_map = structural_similarity(noisy, ref, data_range=1.0, gaussian_weights=True, sigma=1.5,
                                         use_sample_covariance=False, full=True)
-    assert q["ssim"] == pytest.approx(ssim_map[5:-5, 5:-5].mean(), abs=1e-5)  # MONAI: valid window
-    assert q["rmse"] == pytest.approx(np.sqrt(((noisy - ref) ** 2).mean()), rel=1e-5)
-    assert 0 < q["ms_ssim"] < 1
-    batch = np.stack([ref + 0.1, ref + 0.3])[:, None]
-    qb = bm.image_quality(batch, np.stack([ref, ref])[:, None], data_range=1.0, ms_ssim_kernel=3)
-    assert qb["rmse"] == pytest.approx(0.2, rel=1e-5)
-    assert qb["psnr"] == pytest.approx((20 + 20 * np.log10(1 / 0.3)) / 2, rel=1e-5)
+    assert q["ssim"][0] == pytest.approx(ssim_map[5:-5, 5:-5].mean(), abs=1e-5)  # MONAI: valid window
+
+
+def test_ms_ssim_decreases_with_noise():
+    rng = np.random.default_rng(2)
+    target = smooth((1, 1, 128, 128))
+    noisy = np.concatenate([np.clip(target + rng.normal(0, s, target.shape), 0, 1) for s in (0.01, 0.03, 0.1, 0.3)])
+    q = bm.image_quality(noisy, np.repeat(target, 4, axis=0))
+    for name in ("ms_ssim", "ssim", "psnr"):
+        assert np.all(np.diff(q[name]) < 0), (name, q[name])
+    assert np.all(np.diff(q["rmse"]) > 0)
+
+
+def test_the_0_255_scale_changes_rmse_only():
+    rng = np.random.default_rng(3)
+    target = smooth((2, 1, 128, 128))
+    prediction = np.clip(target + rng.normal(0, 0.05, target.shape), 0, 1)
+    unit = bm.image_quality(prediction, target)
+    eight_bit = bm.image_quality(prediction * 255, target * 255, data_range=255)
+    np.testing.assert_allclose(eight_bit["rmse"], 255 * unit["rmse"], rtol=1e-6)
+    np.testing.assert_allclose(eight_bit["psnr"], unit["psnr"], rtol=1e-6)
+    for name in ("ssim", "ms_ssim"):  # equal to float32 round-off (MONAI computes them in float32)
+        np.testing.assert_allclose(eight_bit[name], unit[name], rtol=1e-5)
+    # ... and data_range must follow the scale: left at 1.0, SSIM's constants are 255^2 too small
+    wrong = bm.image_quality(prediction * 255, target * 255, data_range=1.0)
+    assert abs(wrong["psnr"][0] - unit["psnr"][0]) > 40
 
 
 def test_image_quality_input_checks():
-    small = np.zeros((32, 32), np.float32)
-    with pytest.raises(InvalidArgumentError, match="too small"):
-        bm.image_quality(small, small, data_range=1.0)
+    from bonelab.losses import ms_ssim_min_side
+
+    assert ms_ssim_min_side(7) == 112
+    with pytest.raises(InvalidArgumentError, match=r"at least 112 px .*7-px|7-px.*at least 112 px"):
+        bm.image_quality(np.zeros((111, 200)), np.zeros((111, 200)))
+    with pytest.raises(InvalidArgumentError, match="ms_ssim_window=5"):
+        bm.image_quality(np.zeros((100, 100)), np.zeros((100, 100)))
+    with pytest.raises(InvalidArgumentError, match="176 px"):
+        bm.image_quality(np.zeros((175, 175)), np.zeros((175, 175)), ms_ssim_window=11)
+    bm.image_quality(np.zeros((112, 112)), np.zeros((112, 112)))  # the limit itself is fine
     with pytest.raises(InvalidArgumentError, match="differ in shape"):
-        bm.image_quality(np.zeros((48, 48)), np.zeros((48, 64)), data_range=1.0, ms_ssim_kernel=3)
+        bm.image_quality(np.zeros((128, 128)), np.zeros((128, 130)))
     with pytest.raises(InvalidValuesError):
-        bm.image_quality(np.full((48, 48), np.nan), np.zeros((48, 48)), data_range=1.0, ms_ssim_kernel=3)
-    with pytest.raises(InvalidArgumentError):
-        bm.image_quality(np.zeros((1, 48, 48)), np.zeros((1, 48, 48)), data_range=1.0)
+        bm.image_quality(np.full((128, 128), np.nan), np.zeros((128, 128)))
+    with pytest.raises(InvalidArgumentError, match=r"\(N, C, H, W\)"):
+        bm.image_quality(np.zeros((1, 128, 128)), np.zeros((1, 128, 128)))
+    with pytest.raises(InvalidArgumentError, match="odd"):
+        bm.image_quality(np.zeros((128, 128)), np.zeros((128, 128)), ssim_window=8)
+    with pytest.raises(InvalidArgumentError, match="data_range"):
+        bm.image_quality(np.zeros((128, 128)), np.zeros((128, 128)), data_range=0)
 
 
 def test_volume_agreement_by_hand():

@@ -72,6 +72,65 @@ def test_chest_pa_shows_the_heart_on_the_image_right():
     assert _row(paths[0]) < _row(paths[1])      # head up
 
 
+def test_ap_localizer_shows_the_heart_on_the_image_right():
+    """The AP CT localizer (tube above the supine patient), hung as facing the patient: the heart
+    (patient's left) on the viewer's right, head up, as on the chest PA film."""
+    from bonelab import data
+
+    ct, labels = data.example_ct(spacing=4.0)
+    names = {v: n for v, n in labels.label_names.items()}
+    heart = [v for v, n in names.items() if n == "heart"]
+    liver = [v for v, n in names.items() if n == "liver"]
+    p = sim.protocol("localizer")
+    assert p.views["localizer-ap"].kind == "localizer"
+    paths = sim.hung_projection(p, "localizer-ap", labels, heart + liver, size=64)
+    assert _col(paths[0]) > _col(paths[1])      # heart right of the liver (patient's right)
+    assert _row(paths[0]) < _row(paths[1])      # head up
+    assert sim.film_directions(p, "localizer-ap") == sim.film_directions(p, "pa") == \
+        {"left": "R", "right": "L", "top": "H", "bottom": "F"}
+
+
+def test_lateral_localizer_shows_the_spine_on_the_right():
+    s = phantoms.chest(0, spacing=4.0)
+    p = sim.protocol("localizer")
+    front, back = sim.hung_projection(p, "localizer-lateral", _split_by_y(s.labels, 2), [1, 2])  # vertebrae
+    assert _col(back) > _col(front)
+    clavicle, vertebra = sim.hung_projection(p, "localizer-lateral", s.labels, [4, 2])
+    assert _row(clavicle) < _row(vertebra)
+    assert sim.film_directions(p, "localizer-lateral") == sim.film_directions(p, "lateral")
+
+
+def test_localizer_views_use_a_ct_gantry_without_tilt_or_roll():
+    from bonelab.drr import SlotScan
+    from bonelab.drr.geometry import LOCALIZER_SDD_MM, LOCALIZER_SID_MM
+
+    p = sim.protocol("localizer")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        geo = sim.draw_geometry(p, "localizer-ap", rng)
+        assert geo["tilt_deg"] == geo["roll_deg"] == 0.0 and abs(geo["angle_deg"] - 180) <= 4
+        assert (geo["sdd_mm"], geo["sdd_mm"] - geo["odd_mm"]) == (LOCALIZER_SDD_MM, LOCALIZER_SID_MM)
+        assert 380 <= geo["fov_mm"] <= 450
+    film = sim.draw_geometry(p, "pa", rng)
+    assert 1750 <= film["sdd_mm"] <= 1850 and film["tilt_deg"] != 0
+    iso = np.array([3.0, -20.0, 40.0])
+    geo = {**geo, "shift_u_mm": 12.0, "shift_v_mm": -7.0}
+    g = sim.make_geometry(geo, iso, size=64, flips=sim.display_flips(p, "localizer-ap"), kind="localizer")
+    assert isinstance(g, SlotScan) and g.size == (64, 64)
+    assert g.pixel[1] == pytest.approx(geo["fov_mm"] / 64)  # table increment: the fan pitch at the isocentre
+    assert g.pixel[0] / g.pixel[1] == pytest.approx(LOCALIZER_SDD_MM / LOCALIZER_SID_MM)
+    offset = (g.project([iso])[0] - 31.5) * g.pixel[1]  # mm at the isocentre
+    np.testing.assert_allclose(offset, [-12.0, 7.0], atol=1e-6)  # as a radiograph's shift
+    film_g = sim.make_geometry({**film, "roll_deg": 0.0, "shift_u_mm": 12.0, "shift_v_mm": -7.0}, iso, size=64)
+    np.testing.assert_allclose((film_g.project([iso])[0] - 31.5) * film["fov_mm"] / 64, [-12.0, 7.0], atol=1e-6)
+    with pytest.raises(InvalidArgumentError, match="no tilt or roll"):
+        sim.make_geometry({**geo, "roll_deg": 3.0}, iso, size=64, kind="localizer")
+    with pytest.raises(InvalidArgumentError, match="kind 'ct' is unknown"):
+        sim.View(180.0, kind="ct")
+    with pytest.raises(InvalidArgumentError, match="cannot be tilted"):
+        sim.View(180.0, tilt_deg=5.0, kind="localizer")
+
+
 def test_lumbar_lateral_shows_the_spinous_processes_on_the_right():
     s = phantoms.lumbar_spine(0, spacing=2.0)
     p = sim.protocol("lumbar")
@@ -136,6 +195,43 @@ def test_chest_bone_radiograph_target(tmp_path):
     assert sim.dataset_info(hu)["target"]["bone"] == [400.0, 800.0]
     assert set(sim.metadata(out)["grid"]) == {1}  # chest films are taken with a grid
     assert not np.allclose(sim.load_split(hu, "train")[0]["target"], bone)
+
+
+def test_localizer_protocol_renders_a_bone_radiograph_data_set(tmp_path):
+    """CT localizers and chest films of three chest phantoms, end to end: finite images in [0, 1],
+    and a bone-only target at its floor (no attenuation but the air's) wherever no ray meets a
+    bone label."""
+    common = dict(subjects=3, size=64, spacing=4.0, physics="fixed", fractions=(1, 0, 0), workers=1, progress=False)
+    out = sim.simulate(tmp_path / "loc", "localizer", target="bone-radiograph", **common)
+    info = sim.dataset_info(out)
+    assert info["views"] == ["localizer-ap", "localizer-lateral", "pa", "lateral"] and info["n_samples"] == 12
+    meta = sim.metadata(out)
+    loc = meta["view"].str.startswith("localizer")
+    assert set(meta.loc[loc, "sdd_mm"]) == {1040.0} and set(meta.loc[loc, "roll_deg"]) == {0.0}
+    assert (meta.loc[~loc, "sdd_mm"] >= 1750).all() and meta["kvp"].between(100, 130).all()
+    ds = sim.load_split(out, "train")
+    assert len(ds) == 12
+    for sample in ds:
+        image, bone = sample["image"].numpy(), sample["target"].numpy()
+        assert image.shape == bone.shape == (1, 64, 64) and np.isfinite(image).all() and np.isfinite(bone).all()
+        assert 0 <= image.min() and image.max() <= 1 and image.std() > 0.05 and bone.max() > bone.min()
+    masks = sim.simulate(tmp_path / "loc-masks", "localizer", target="masks", min_mm=0.0,
+                         views=("localizer-ap", "localizer-lateral"), **common)  # same seeds: same geometry
+    mask_ds = sim.load_split(masks, "train")
+    from scipy.ndimage import binary_dilation
+
+    by_file = {row["file"]: i for i, row in sim.metadata(out, "train").reset_index(drop=True).iterrows()}
+    for j, row in sim.metadata(masks, "train").reset_index(drop=True).iterrows():
+        bone = ds[by_file[row["file"]]]["target"].numpy()
+        crossed = mask_ds[j]["label"].numpy().any(axis=0)
+        assert 0.05 < crossed.mean() < 0.95, row["view"]
+        far = ~binary_dilation(crossed, iterations=5)  # beyond the blur (sigma <= 1.2 px)
+        # where no bone is crossed the bone-only CT holds nothing but air: the target is the display
+        # value of an (almost) unattenuated ray there, the floor of the target (above 0 when the
+        # window, drawn on a noisy film with air in the field, starts below 0), within a few
+        # percent of the bone contrast (the air's own attenuation)
+        floor, contrast = bone.min(), bone[0][crossed].mean() - bone.min()
+        assert far.any() and contrast > 0.02 and bone[0][far].max() - floor < 0.05 * contrast, row["view"]
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,18 @@ Conventions (LPS mm, image rows/columns, views) are documented in :mod:`bonelab.
 the physics (HU -> mu, spectra, materials, noise) lives in :mod:`bonelab.drr.physics`.
 """
 
-from bonelab.drr.geometry import Geometry, ap, carm, lateral, oblique, pa, view
+from bonelab.drr.geometry import Geometry, SlotScan, ap, carm, lateral, localizer, oblique, pa, view
 from bonelab.drr.render import Renderer, label_masks, march, project_labels, render, siddon
 
 __all__ = [
     "Geometry",
     "Renderer",
+    "SlotScan",
     "ap",
     "carm",
     "label_masks",
     "lateral",
+    "localizer",
     "march",
     "oblique",
     "pa",

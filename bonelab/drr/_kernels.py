@@ -9,10 +9,13 @@ march, 8 for a trilinear step): about 8x less CPU time than bonelab's own chunke
 All kernels work in continuous **index space** ``(i, j, k)`` = (x, y, z) of the volume, where
 voxel ``array[k, j, i]`` has its centre at integer ``(i, j, k)`` and occupies ``+-0.5`` around it.
 A ray is ``p(t) = src + t * (pix - src)`` for ``t`` in ``[0, 1]`` (source to detector pixel);
-``pix = pix0 + col * du + row * dv``.  ``lin`` is the 3x3 index->world matrix (direction @
-diag(spacing)) used to turn a parameter interval into millimetres.  The march kernels get the
-volume transposed so that x is the axis most parallel to the rays and the memory-contiguous
-one, and padded by one voxel (the caller permutes the coordinates to match).
+``pix = pix0 + col * du + row * dv`` and ``src = src0 + row * ds``: ``ds = 0`` for a cone beam
+(one focal spot), ``ds = dv`` for a slot scan (a CT localizer, whose focal spot moves with the
+table; one kernel call renders all its rows, in parallel over rows as for a cone beam).
+``lin`` is the 3x3 index->world matrix (direction @ diag(spacing)) used to turn a parameter
+interval into millimetres.  The march kernels get the volume transposed so that x is the
+axis most parallel to the rays and the memory-contiguous one, and padded by one voxel (the
+caller permutes the coordinates to match).
 
 Empty-space skipping: the volume is cut into ``B``-voxel bricks; a brick whose (1-voxel dilated)
 values are all below the "empty" threshold is crossed in one hop, adding the brick's mean value
@@ -75,7 +78,7 @@ def _hop(x, y, z, sx, sy, sz, i, j, k):
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def march(volp, lut, lut_lo, lut_inv, skip, bmean, src, pix0, du, dv, lin, step, out):
+def march(volp, lut, lut_lo, lut_inv, skip, bmean, src0, pix0, du, dv, lin, ds, step, out):
     """Trilinear ray march.
 
     volp: the volume edge-padded by one voxel, (nz+2, ny+2, nx+2) float32, C-contiguous (the
@@ -83,6 +86,9 @@ def march(volp, lut, lut_lo, lut_inv, skip, bmean, src, pix0, du, dv, lin, step,
     at ``lut_lo + m / lut_inv`` mapping the interpolated value to C channels, or shape (0, 2) to
     integrate the values themselves.  skip (nbz, nby, nbx) uint8 and bmean (C, nbz*nby*nbx): the
     brick grid of :func:`brick_stats`.  out (C, H, W) float32 receives channel value x mm.
+    ds (3,): the source's step per detector row (index units): zero for one point source, the
+    row step for a slot scan (CT localizer), whose source moves with the table; row r's rays
+    start at ``src0 + r * ds``.
     """
     n2, n1, n0 = volp.shape[0] - 2, volp.shape[1] - 2, volp.shape[2] - 2
     sy = volp.shape[2]
@@ -93,6 +99,7 @@ def march(volp, lut, lut_lo, lut_inv, skip, bmean, src, pix0, du, dv, lin, step,
     nout, h, w = out.shape
     for r in prange(h):
         acc = np.zeros(nout)
+        src = src0 + r * ds
         for c in range(w):
             dx, dy, dz, length, t0, t1 = _ray(src, pix0, du, dv, lin, r, c, n0, n1, n2)
             acc[:] = 0.0
@@ -156,14 +163,14 @@ def _add(acc, val, weight, lut, lut_lo, lut_inv):
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def march_planes(volp, lut, lut_lo, lut_inv, skip, bmean, src, pix0, du, dv, lin, out):
+def march_planes(volp, lut, lut_lo, lut_inv, skip, bmean, src0, pix0, du, dv, lin, ds, out):
     """Ray march with one sample per voxel plane of the memory-contiguous axis x (Joseph 1982):
     the samples lie on the planes x = i, so trilinear interpolation reduces to bilinear in (y, z)
     (4 taps instead of 8) and each sample stands for the ray's length across one voxel slab.
     The caller permutes the volume so that x is the axis most parallel to the rays (then the
     sample spacing is at most sqrt(3) voxels along the ray, about 1 voxel for radiographic
     views).  The partial slabs where the ray enters and leaves the box are sampled trilinearly
-    at their midpoints.  Arguments as :func:`march`, without ``step``.
+    at their midpoints.  Arguments as :func:`march` (``ds`` too), without ``step``.
     """
     n2, n1, n0 = volp.shape[0] - 2, volp.shape[1] - 2, volp.shape[2] - 2
     sy = volp.shape[2]
@@ -174,6 +181,7 @@ def march_planes(volp, lut, lut_lo, lut_inv, skip, bmean, src, pix0, du, dv, lin
     nout, h, w = out.shape
     for r in prange(h):
         acc = np.zeros(nout)
+        src = src0 + r * ds
         for c in range(w):
             dx, dy, dz, length, t0, t1 = _ray(src, pix0, du, dv, lin, r, c, n0, n1, n2)
             acc[:] = 0.0
@@ -276,19 +284,21 @@ def apply_table(vol, lut, lut_lo, lut_inv, ch):
 
 
 @njit(parallel=True, cache=True)
-def siddon(vol, chan, src, pix0, du, dv, lin, out):
+def siddon(vol, chan, src0, pix0, du, dv, lin, ds, out):
     """Exact ray-voxel intersection lengths (Siddon 1985, in Jacobs et al. 1998's incremental
     form: walk the voxel boundaries each ray crosses; voxels are constant cubes).
 
     Without ``chan`` (size 0): out (1, H, W) = sum over voxels of value x length (mm), the exact
     line integral.  With ``chan`` (label value -> channel, -1 = not counted): out (L, H, W) =
     the length (mm) of each ray inside each labelled structure, all labels in one pass.
+    ``ds``: the source's step per row, as for :func:`march`.
     """
     nz, ny, nx = vol.shape
     h, w = out.shape[1], out.shape[2]
     n = np.array([nx, ny, nz])
     labels = chan.shape[0] > 0
     for r in prange(h):
+        src = src0 + r * ds
         d = np.empty(3)
         tn = np.empty(3)
         tstep = np.empty(3)

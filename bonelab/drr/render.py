@@ -1,6 +1,8 @@
 """Digitally reconstructed radiographs: line integrals of attenuation through a CT.
 
-Three ways to integrate along the rays of a :class:`~bonelab.drr.geometry.Geometry`:
+Three ways to integrate along the rays of a :class:`~bonelab.drr.geometry.Geometry` (or of a
+CT localizer, a :class:`~bonelab.drr.geometry.SlotScan`: all its rows in one pass of the CPU
+kernels, row by row on the torch path and the GPU kernel):
 
 * ``method="kernel"`` (the default): fused ray marches with empty-space skipping over air, numba
   on the CPU (:mod:`bonelab.drr._kernels`) and Triton on a GPU (:mod:`bonelab.drr._triton`): one
@@ -29,7 +31,7 @@ import math
 import numpy as np
 
 from bonelab.drr import _kernels, _triton
-from bonelab.drr.geometry import Geometry, _np, as_list
+from bonelab.drr.geometry import Geometry, SlotScan, _np, as_list, is_view
 from bonelab.errors import GeometryMismatchError, InvalidArgumentError, InvalidValuesError
 from bonelab.files import check_finite
 from bonelab.volume import Volume
@@ -51,15 +53,33 @@ def _default_step(volume: Volume) -> float:
     return float(min(volume.spacing))
 
 
-def _index_frame(volume: Volume, geom: Geometry):
-    """Source, pixel (0,0), column and row steps in index space; index->world matrix (float64)."""
+def _index_frame(volume: Volume, geom):
+    """The kernels' frame of a view in index space (float64): the source of row 0, pixel (0, 0),
+    the column and row steps, the index->world matrix, and the source's step per row (zero for a
+    :class:`Geometry`; the row step for a :class:`SlotScan`, whose focal spot moves with the
+    table).  This is how the kernels render a slot scan in one pass, all rows in parallel."""
     lin = volume.direction @ np.diag(volume.spacing)
     inv = np.linalg.inv(lin)
     org = np.asarray(volume.origin)
     su, sv = geom.pixel
     to_idx = lambda p: inv @ (_np(p) - org)  # noqa: E731
-    return (to_idx(geom.source), to_idx(geom.pixel00()), inv @ (_np(geom.u) * su),
-            inv @ (_np(geom.v) * sv), lin)
+    dv = inv @ (_np(geom.v) * sv)
+    if isinstance(geom, SlotScan):
+        src, ds = to_idx(geom.source - (geom.height - 1) / 2 * geom.source_step), dv
+    else:
+        src, ds = to_idx(geom.source), np.zeros(3)
+    return src, to_idx(geom.pixel00()), inv @ (_np(geom.u) * su), dv, lin, ds
+
+
+def _by_rows(render_one, geom):
+    """``render_one(geom)`` for a :class:`Geometry`; for a :class:`SlotScan`, ``render_one`` of
+    each of its one-row geometries (:meth:`SlotScan.rows`), stacked along the row axis (-2): for
+    the paths that take one focal spot per call (the torch march, the Triton kernel)."""
+    import torch
+
+    if isinstance(geom, SlotScan):
+        return torch.cat([render_one(row) for row in geom.rows()], dim=-2)
+    return render_one(geom)
 
 
 # --- physics tables ---------------------------------------------------------------------------
@@ -205,19 +225,23 @@ class Renderer:
                                        "use method='torch' for a given step.")
         return method
 
-    def _kernel(self, g: Geometry, step_mm, use_triton=None):
-        """One view through the fused kernel (numba on the CPU, Triton on a GPU): (C, H, W).
-        ``use_triton=True`` forces Triton on ``self.device`` (for its CPU interpreter in tests)."""
+    def _kernel(self, g, step_mm, use_triton=None):
+        """One view (Geometry or SlotScan) through the fused kernel (numba on the CPU, Triton on a
+        GPU): (C, H, W).  ``use_triton=True`` forces Triton on ``self.device`` (for its CPU
+        interpreter in tests).  The numba kernels render a slot scan in one call (a source step
+        per row); the Triton kernel takes one focal spot, so a slot scan goes row by row there."""
         import torch
 
+        if use_triton is None:
+            use_triton = self.device.type != "cpu"
+        if use_triton and isinstance(g, SlotScan):
+            return _by_rows(lambda row: self._kernel(row, step_mm, use_triton=True), g)
         w, h = g.size
-        src, pix0, du, dv, lin = _index_frame(self.ct, g)
-        central = pix0 + (w - 1) / 2 * du + (h - 1) / 2 * dv - src
+        src, pix0, du, dv, lin, ds = _index_frame(self.ct, g)
+        central = pix0 + (w - 1) / 2 * du + (h - 1) / 2 * (dv - ds) - src
         axis = int(np.argmax(np.abs(central)))
         volp, skip, bmean, p = self._layout(axis)
         frame = (p @ src, p @ pix0, p @ du, p @ dv, lin @ p.T)
-        if use_triton is None:
-            use_triton = self.device.type != "cpu"
         if use_triton:
             column_axis = 1 + int(np.argmax(np.abs(frame[2][1:])))
             vol, skip_t, bmean_t, lut = self._device_layout(axis, column_axis)
@@ -225,13 +249,15 @@ class Renderer:
             return _triton.march_planes(vol, skip_t, bmean_t, lut, self.lut_lo, self.lut_inv, frame, out)
         out = np.empty((self.channels, h, w), np.float32)
         if step_mm is None:  # one sample per voxel plane along the rays (bilinear taps)
-            _kernels.march_planes(volp, self.lut, self.lut_lo, self.lut_inv, skip, bmean, *frame, out)
+            _kernels.march_planes(volp, self.lut, self.lut_lo, self.lut_inv, skip, bmean, *frame, p @ ds, out)
         else:
-            _kernels.march(volp, self.lut, self.lut_lo, self.lut_inv, skip, bmean, *frame, float(step_mm), out)
+            _kernels.march(volp, self.lut, self.lut_lo, self.lut_inv, skip, bmean, *frame, p @ ds, float(step_mm),
+                           out)
         return torch.from_numpy(out)
 
     def integrals(self, geometry, *, step_mm=None, method="auto", memory_budget_mb=1024, progress=False):
-        """Channel integrals, torch (B, C, H, W): mu*mm for mono, density*mm for materials."""
+        """Channel integrals, torch (B, C, H, W): mu*mm for mono, density*mm for materials; B
+        views (a :class:`~bonelab.drr.geometry.SlotScan` is one view of H rows)."""
         import torch
 
         geoms = as_list(geometry)
@@ -249,7 +275,7 @@ class Renderer:
 
     def __call__(self, geometry, *, output="line_integral", step_mm=None, method="auto",
                  memory_budget_mb=1024, progress=False, **physics_kwargs):
-        """Render; (H, W) for one geometry, (B, H, W) for a list.  See :func:`render`."""
+        """Render; (H, W) for one view (Geometry or SlotScan), (B, H, W) for a list.  See :func:`render`."""
         if output not in OUTPUTS:
             raise InvalidArgumentError(f"output must be one of {OUTPUTS}; got {output!r}.")
         unknown = set(physics_kwargs) - _NOISE - _SCATTER - _DISPLAY
@@ -263,7 +289,7 @@ class Renderer:
         ints = self.integrals(geometry, step_mm=step_mm, method=method, memory_budget_mb=memory_budget_mb,
                               progress=progress)
         img = self._physics_output(ints, output, as_list(geometry)[0], physics_kwargs)
-        return img[0] if isinstance(geometry, Geometry) else img
+        return img[0] if is_view(geometry) else img
 
     def _physics_output(self, ints, output, geom, kwargs):
         """Channel integrals (B, C, H, W) -> the requested output (B, H, W)."""
@@ -314,12 +340,12 @@ def render(ct: Volume, geometry, *, output: str = "line_integral", values: str =
            energy_keV: float = DEFAULT_ENERGY_KEV, kvp: float | None = None, filtration_mm_al: float = 2.5,
            step_mm: float | None = None, method: str = "auto", device=None, memory_budget_mb: float = 1024,
            progress: bool = False, **physics_kwargs):
-    """Render a DRR of ``ct`` for one geometry (-> (H, W)) or a list of them (-> (B, H, W)).
+    """Render a DRR of ``ct`` for one view (-> (H, W)) or a list of them (-> (B, H, W)).
 
     Parameters
     ----------
     ct : Volume, HU (``values="hu"``) or 1/mm (``values="mu"``), (z, y, x)
-    geometry : Geometry or list of Geometry (one detector size)
+    geometry : Geometry or SlotScan (a CT localizer), or a list of them (one detector size)
     output : "line_integral" (int mu dl), "intensity" (I/I0) or "radiograph" (display image,
         bone bright; see :func:`bonelab.drr.physics.to_radiograph`)
     energy_keV : monochromatic energy (keV) when ``kvp`` is None
@@ -363,7 +389,7 @@ def march(mu, grid: Volume, geometry: Geometry, *, step_mm: float | None = None,
     mu : torch.Tensor (nz, ny, nx) or (C, nz, ny, nx), values per mm (e.g. 1/mm); may require grad
     grid : Volume whose spacing/origin/direction place ``mu`` in LPS mm (its array is not read)
     geometry : one Geometry; its source/detector/u/v may be torch tensors carrying gradients
-        (see :meth:`Geometry.transformed`)
+        (see :meth:`Geometry.transformed`).  A SlotScan is marched row by row (no pose gradients).
     step_mm : sample spacing (mm) along the longest ray; every ray gets the same number of
         samples (so shorter rays a finer step)
     memory_budget_mb : rows are processed in chunks whose working set fits this budget
@@ -383,6 +409,8 @@ def march(mu, grid: Volume, geometry: Geometry, *, step_mm: float | None = None,
     import torch
     import torch.nn.functional as F
 
+    if isinstance(geometry, SlotScan):
+        return _by_rows(lambda row: march(mu, grid, row, step_mm=step_mm, memory_budget_mb=memory_budget_mb), geometry)
     squeeze = mu.dim() == 3
     vol = mu[None, None] if squeeze else mu[None]
     nch = vol.shape[1]
@@ -439,7 +467,8 @@ def march(mu, grid: Volume, geometry: Geometry, *, step_mm: float | None = None,
 # --- exact reference --------------------------------------------------------------------------
 def siddon(mu: Volume, geometry) -> np.ndarray:
     """Exact line integrals (voxels as constant cubes; Siddon 1985 / Jacobs 1998), numpy float64
-    (H, W) or (B, H, W).  ``mu`` holds attenuation in 1/mm.  The validation reference.
+    (H, W) or (B, H, W), of a view (Geometry or SlotScan) or a list of them.  ``mu`` holds
+    attenuation in 1/mm.  The validation reference.
 
     >>> from bonelab.drr import geometry
     >>> v = Volume(np.full((4, 4, 4), 0.5, np.float32), spacing=(2.5, 2.5, 2.5))
@@ -454,7 +483,7 @@ def siddon(mu: Volume, geometry) -> np.ndarray:
         out = np.zeros((1, g.height, g.width))
         _kernels.siddon(vol, np.zeros(0, np.int64), *_index_frame(mu, g), out)
         outs.append(out[0])
-    return outs[0] if isinstance(geometry, Geometry) else np.stack(outs)
+    return outs[0] if is_view(geometry) else np.stack(outs)
 
 
 # --- labels -----------------------------------------------------------------------------------
@@ -468,7 +497,7 @@ def project_labels(labels: Volume, geometry, *, like: Volume | None = None, labe
     Parameters
     ----------
     labels : Volume of integer labels (0 = background), (z, y, x)
-    geometry : Geometry or list of Geometry
+    geometry : Geometry or SlotScan, or a list of them
     like : optional CT the labels must share a grid with (raises GeometryMismatchError if not)
     label_values : the label values to project, in channel order (default: every non-zero label
         in ``labels.label_names`` or, without names, in the array)
@@ -509,7 +538,7 @@ def project_labels(labels: Volume, geometry, *, like: Volume | None = None, labe
         out = np.zeros((len(label_values), g.height, g.width))
         _kernels.siddon(lab, chan, *_index_frame(labels, g), out)
         outs.append(torch.from_numpy(out.astype(np.float32)))
-    paths = outs[0] if isinstance(geometry, Geometry) else torch.stack(outs)
+    paths = outs[0] if is_view(geometry) else torch.stack(outs)
     return paths, label_values
 
 

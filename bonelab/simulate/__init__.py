@@ -89,7 +89,8 @@ def simulate(out, protocol_name="wrist", *, subjects=20, target="masks", views=N
     Parameters
     ----------
     out : path of the data set folder (created; an existing one with the same settings is resumed)
-    protocol_name : a name in :data:`PROTOCOLS` (``"wrist"``, ``"chest"``, ``"lumbar"``, ``"hip"``)
+    protocol_name : a name in :data:`PROTOCOLS` (``"wrist"``, ``"chest"``, ``"lumbar"``, ``"hip"``,
+        ``"localizer"``)
         or a :class:`Protocol`
     subjects : int (a cohort of the protocol's phantoms drawn with ``seed``), or a list of
         :class:`bonelab.phantoms.Subject` / :class:`SubjectFiles` (your own labelled CTs; the

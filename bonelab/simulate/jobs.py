@@ -225,7 +225,7 @@ def render_subject(task) -> list[dict]:
         phys = draw_physics(settings["physics"], phys_rng)
         if job.view not in flips:
             flips[job.view] = display_flips(p, job.view, mirrored)
-        g = make_geometry(geo, iso, size=settings["size"], flips=flips[job.view])
+        g = make_geometry(geo, iso, size=settings["size"], flips=flips[job.view], kind=p.views[job.view].kind)
         spec = filtered_spectrum(settings["spectra"][phys["kvp"]], phys["filtration_mm_al"])
         image, target_array = render_sample(renderer, subject, g, phys, settings, target, state,
                                             seed=job.seed % 2**32, spectrum=spec)

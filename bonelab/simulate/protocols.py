@@ -8,7 +8,13 @@ adds one with :func:`register_protocol`.
 
 Views are C-arm positions (:func:`bonelab.drr.carm`): ``angle_deg`` about the volume's z axis
 (the patient's or the limb's long axis) from PA (0: source posterior, beam travelling anterior;
-90: left lateral, detector on the patient's left; 180: AP), ``tilt_deg`` cranio-caudal.
+90: left lateral, detector on the patient's left; 180: AP), ``tilt_deg`` cranio-caudal.  A view
+of ``kind="localizer"`` is a CT localizer instead (:func:`bonelab.drr.localizer`, a slot scan):
+the tube at ``angle_deg`` about the table axis (180: AP scout, tube above the supine patient; 90:
+lateral), at a CT gantry's distances (:data:`bonelab.drr.geometry.LOCALIZER_SID_MM`,
+:data:`bonelab.drr.geometry.LOCALIZER_SDD_MM`; not the protocol's ``sdd_mm``/``odd_mm``), never
+tilted or rolled (the patient lies on the table, aligned with it), with square pixels at the
+isocentre (table increment = fan pitch there).
 
 How films are hung (one rule for every protocol and view)
 ---------------------------------------------------------
@@ -49,35 +55,46 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from bonelab.drr.geometry import PATIENT_DIRECTIONS
+from bonelab.drr.geometry import LOCALIZER_SDD_MM, LOCALIZER_SID_MM, PATIENT_DIRECTIONS
 from bonelab.errors import InvalidArgumentError
 from bonelab.simulate.physics import _uniform
 
 VIEWERS = ("source", "anterior", "detector")
+KINDS = ("radiograph", "localizer")
+"""What a view is: a radiograph (a cone beam, :func:`bonelab.drr.carm`) or a CT localizer (a slot
+scan, :func:`bonelab.drr.localizer`)."""
 
 
 @dataclass(frozen=True)
 class View:
     """One view of a protocol: C-arm ``angle_deg`` (about the volume's z axis, from PA; LAO
-    positive) and ``tilt_deg`` (cranial positive), and where the reader's eye is (``viewer``)."""
+    positive) and ``tilt_deg`` (cranial positive), where the reader's eye is (``viewer``), and
+    its ``kind``: ``"radiograph"`` or ``"localizer"`` (a CT localizer, see the module docstring;
+    its ``tilt_deg`` must be 0)."""
 
     angle_deg: float
     tilt_deg: float = 0.0
     viewer: str = "source"
     description: str = ""
+    kind: str = "radiograph"
 
     def __post_init__(self):
         if self.viewer not in VIEWERS:
             raise InvalidArgumentError(f"viewer {self.viewer!r} is unknown; use one of {VIEWERS}.")
+        if self.kind not in KINDS:
+            raise InvalidArgumentError(f"view kind {self.kind!r} is unknown; use one of {KINDS}.")
+        if self.kind == "localizer" and self.tilt_deg:
+            raise InvalidArgumentError(f"a localizer view cannot be tilted (the table runs along the patient); "
+                                       f"got tilt_deg={self.tilt_deg}: use 0.")
 
 
 def _physics(kvp, shifted_kvp, spr, shifted_spr, photons=(1e3, 3e4), fixed_photons=1e4,
-             shifted_photons=(2e2, 5e2)) -> dict:
+             shifted_photons=(2e2, 5e2), filtration=(2.0, 4.0), shifted_filtration=(5.0, 7.0)) -> dict:
     """The three named physics settings of a protocol: ``random`` (domain randomisation ranges),
     ``fixed`` (one typical setting, the middle of each range) and ``shifted`` (outside the
     training ranges: harder beam, more noise, scatter and blur; for robustness tests)."""
     random = {
-        "kvp": kvp, "filtration_mm_al": (2.0, 4.0), "photons": photons, "electronic_sigma": (0.0, 5.0),
+        "kvp": kvp, "filtration_mm_al": filtration, "photons": photons, "electronic_sigma": (0.0, 5.0),
         "scatter_to_primary": spr, "scatter_sigma_mm": (10.0, 40.0), "blur_px": (0.3, 1.2),
         "gamma": (0.7, 1.4), "window_low_pct": (0.0, 3.0), "window_high_pct": (97.0, 100.0),
         "postprocess": (0.5, 0.5),
@@ -87,7 +104,7 @@ def _physics(kvp, shifted_kvp, spr, shifted_spr, photons=(1e3, 3e4), fixed_photo
         "photons": float(fixed_photons), "electronic_sigma": 2.0,
         "scatter_to_primary": round(float(np.mean(spr)), 2), "scatter_sigma_mm": 25.0, "blur_px": 0.6,
         "gamma": 1.0, "window_low_pct": 0.5, "window_high_pct": 99.5, "postprocess": 0.0}.items()}
-    shifted = {**random, "kvp": shifted_kvp, "filtration_mm_al": (5.0, 7.0), "photons": shifted_photons,
+    shifted = {**random, "kvp": shifted_kvp, "filtration_mm_al": shifted_filtration, "photons": shifted_photons,
                "electronic_sigma": (8.0, 12.0), "scatter_to_primary": shifted_spr,
                "scatter_sigma_mm": (20.0, 40.0), "blur_px": (1.6, 2.2), "gamma": (1.7, 2.2), "postprocess": (0.0, 0.0)}
     return {"random": random, "fixed": mid, "shifted": shifted}
@@ -220,9 +237,12 @@ class Protocol:
 
         physics = pd.DataFrame({k: {p: fmt(*r) for p, r in v.items()} for k, v in self.physics.items()})
         physics.index.name = "parameter"
-        geo = {"views": ", ".join(f"{n} ({v.angle_deg:g} deg, seen from the {v.viewer})" for n, v in self.views.items()),
+        geo = {"views": ", ".join(f"{n} ({'CT localizer, ' if v.kind == 'localizer' else ''}{v.angle_deg:g} deg, "
+                                  f"seen from the {v.viewer})" for n, v in self.views.items()),
                "field of view (mm)": fmt(*self.fov_mm), "source-detector (mm)": fmt(*self.sdd_mm),
                "isocentre-detector (mm)": fmt(*self.odd_mm), "grid": "yes" if self.grid else "no",
+               **({"CT localizer source-isocentre / source-detector (mm)": f"{LOCALIZER_SID_MM:g} / {LOCALIZER_SDD_MM:g}"}
+                  if any(v.kind == "localizer" for v in self.views.values()) else {}),
                **{f"jitter {k}": f"+-{v:g}" for k, v in self.jitter.items()},
                **{f"subject {k}": (", ".join(map(str, v[1])) if v[0] == "choice" else fmt(*v))
                   for k, v in self.subject_options.items()}}
@@ -318,6 +338,32 @@ register_protocol(Protocol(
                      photons=(3e4, 3e5), fixed_photons=1e5, shifted_photons=(2e3, 5e3)),
     grid=True, reference="AP pelvis 75-80 kVp, 115 cm SID with a grid (EUR 16260, 1996; Bontrager)"))
 
+register_protocol(Protocol(
+    name="localizer", phantom="chest",
+    views={"localizer-ap": View(180.0, viewer="anterior", kind="localizer",
+                                description="AP CT localizer (scout): tube above the supine patient, slot scan"),
+           "localizer-lateral": View(90.0, viewer="detector", kind="localizer",
+                                     description="lateral CT localizer: tube at the patient's right"),
+           "pa": View(0.0, viewer="anterior", description="PA chest: anterior chest on the detector"),
+           "lateral": View(90.0, viewer="detector", description="left lateral chest: left side on the detector")},
+    up=(0.0, 0.0, 1.0), structures=f"rib|vertebra|sternum|clavicle|scapula|humerus|{_TS_BONES}",
+    center=".*", fov_mm=(380.0, 450.0), size=256, spacing_mm=2.5,
+    sdd_mm=(1750.0, 1850.0), odd_mm=(130.0, 200.0),  # the chest films'; the localizers use a CT gantry's
+    jitter={"angle_deg": 4.0, "tilt_deg": 4.0, "roll_deg": 4.0, "shift_fraction": 0.05},
+    # One set of ranges for all four views (physics ranges are per protocol, not per view): kVp
+    # spans the localizer's 120 kVp and chest films' 110-125; filtration 2-9 mm Al spans a chest
+    # tube's 2.5-3 mm and a CT tube's heavier filter (several mm Al plus copper or a bow-tie,
+    # 6-9 mm Al equivalent at the fan centre); photons reach down to a localizer's low dose.
+    physics=_physics(kvp=(100, 130), shifted_kvp=(70, 80), spr=(1.0, 4.0), shifted_spr=(8.0, 10.0),
+                     photons=(1e4, 5e5), fixed_photons=1e5, shifted_photons=(1e3, 3e3),
+                     filtration=(2.0, 9.0), shifted_filtration=(11.0, 13.0)),
+    grid=True, reference="CT localizer (scout/topogram) at 120 kVp on a CT gantry (570 mm focal spot to "
+                         "isocentre, 1040 mm to the detector), low dose; PA and lateral chest at 180 cm SID, "
+                         "110-125 kVp with a grid (EUR 16260, 1996).  The physics ranges are one per protocol, "
+                         "not per view: 100-130 kVp, 2-9 mm Al and 1e4-5e5 photons per pixel cover both the "
+                         "localizers (low dose, heavy CT filtration) and the chest films; the scatter ranges "
+                         "are the chest film's, more than a narrow slot lets through."))
+
 
 # --------------------------------------------------------------------------------------------
 # Drawing the geometry of one sample
@@ -336,22 +382,32 @@ def draw_geometry(p: Protocol, view: str, rng: np.random.Generator, mirrored: bo
     v, j = p.views[view], p.jitter
     fov = _uniform(rng, *p.fov_mm)
     shift = j.get("shift_fraction", 0.0) * fov
-    return {"angle_deg": p.view_angle(view, mirrored) + _uniform(rng, -j.get("angle_deg", 0), j.get("angle_deg", 0)),
-            "tilt_deg": v.tilt_deg + _uniform(rng, -j.get("tilt_deg", 0), j.get("tilt_deg", 0)),
-            "roll_deg": _uniform(rng, -j.get("roll_deg", 0), j.get("roll_deg", 0)),
-            "sdd_mm": _uniform(rng, *p.sdd_mm), "odd_mm": _uniform(rng, *p.odd_mm), "fov_mm": fov,
-            "shift_u_mm": _uniform(rng, -shift, shift), "shift_v_mm": _uniform(rng, -shift, shift)}
+    drawn = {"angle_deg": p.view_angle(view, mirrored) + _uniform(rng, -j.get("angle_deg", 0), j.get("angle_deg", 0)),
+             "tilt_deg": v.tilt_deg + _uniform(rng, -j.get("tilt_deg", 0), j.get("tilt_deg", 0)),
+             "roll_deg": _uniform(rng, -j.get("roll_deg", 0), j.get("roll_deg", 0)),
+             "sdd_mm": _uniform(rng, *p.sdd_mm), "odd_mm": _uniform(rng, *p.odd_mm), "fov_mm": fov,
+             "shift_u_mm": _uniform(rng, -shift, shift), "shift_v_mm": _uniform(rng, -shift, shift)}
+    return _as_kind(drawn, v.kind)
+
+
+def _as_kind(params: dict, kind: str) -> dict:
+    """A localizer keeps its angle (the patient's rotation on the table), field and shifts, and
+    takes the CT gantry's distances with no tilt or roll; a radiograph keeps every draw."""
+    if kind != "localizer":
+        return params
+    return {**params, "tilt_deg": 0.0, "roll_deg": 0.0, "sdd_mm": LOCALIZER_SDD_MM,
+            "odd_mm": LOCALIZER_SDD_MM - LOCALIZER_SID_MM}
 
 
 def nominal_geometry(p: Protocol, view: str, mirrored: bool = False) -> dict:
     """The view without jitter: nominal angles, middle distances and field of view, no roll or shift."""
     v = p.views[view]
-    return {"angle_deg": p.view_angle(view, mirrored), "tilt_deg": v.tilt_deg, "roll_deg": 0.0, "sdd_mm": float(np.mean(p.sdd_mm)),
-            "odd_mm": float(np.mean(p.odd_mm)), "fov_mm": float(np.mean(p.fov_mm)), "shift_u_mm": 0.0,
-            "shift_v_mm": 0.0}
+    return _as_kind({"angle_deg": p.view_angle(view, mirrored), "tilt_deg": v.tilt_deg, "roll_deg": 0.0,
+                     "sdd_mm": float(np.mean(p.sdd_mm)), "odd_mm": float(np.mean(p.odd_mm)),
+                     "fov_mm": float(np.mean(p.fov_mm)), "shift_u_mm": 0.0, "shift_v_mm": 0.0}, v.kind)
 
 
-def make_geometry(params: dict, isocenter, *, size: int, flips=(False, False)):
+def make_geometry(params: dict, isocenter, *, size: int, flips=(False, False), kind: str = "radiograph"):
     """The :class:`bonelab.drr.Geometry` of drawn ``params`` (see :func:`draw_geometry`): a C-arm
     view with the detector turned by ``roll_deg`` in its plane and shifted by ``shift_u_mm`` /
     ``shift_v_mm`` (mm at the isocentre), a square detector of ``size`` pixels covering
@@ -359,15 +415,36 @@ def make_geometry(params: dict, isocenter, *, size: int, flips=(False, False)):
     reverse the detector's v and u axes, so that the rendered image is the film as it is hung
     (exactly the flipped array: pixel centres are symmetric about the detector centre).
 
+    ``kind="localizer"`` (the view's :attr:`View.kind`): a :class:`bonelab.drr.SlotScan` instead
+    (:func:`bonelab.drr.localizer` turned by ``angle_deg`` about the table axis, at the distances
+    in ``params``; ``tilt_deg`` and ``roll_deg`` must be 0, as :func:`draw_geometry` gives them),
+    ``size`` channels and rows, table increment ``fov_mm / size`` (square pixels at the
+    isocentre); the shifts move the patient on the table (source and detector together), so the
+    isocentre lands off the image centre by the same mm as for a radiograph.
+
     >>> g = make_geometry(nominal_geometry(protocol("wrist"), "pa"), (0, 0, 0), size=64)
     >>> g.size
     (64, 64)
+    >>> s = make_geometry(nominal_geometry(protocol("localizer"), "localizer-ap"), (0, 0, 0), size=64,
+    ...                   kind="localizer")
+    >>> type(s).__name__, round(s.pixel[1] * 64, 1), round(s.sdd, 1)   # fov at the isocentre, CT gantry
+    ('SlotScan', 415.0, 1040.0)
     """
-    from bonelab.drr import carm
+    from bonelab.drr import carm, localizer
 
+    if kind not in KINDS:
+        raise InvalidArgumentError(f"view kind {kind!r} is unknown; use one of {KINDS}.")
     sdd = params["sdd_mm"]
     sid = sdd - params["odd_mm"]
     mag = sdd / sid
+    if kind == "localizer":
+        if params["tilt_deg"] or params["roll_deg"]:
+            raise InvalidArgumentError(f"a localizer has no tilt or roll; got tilt_deg={params['tilt_deg']}, "
+                                       f"roll_deg={params['roll_deg']} (draw_geometry gives 0 for localizer views).")
+        s = localizer(None, "pa", isocenter=isocenter, sid=sid, sdd=sdd, size=size,
+                      pixel=params["fov_mm"] * mag / size, table_mm=params["fov_mm"] / size, angle=params["angle_deg"])
+        s = replace(s, u=-s.u if flips[1] else s.u, v=-s.v if flips[0] else s.v)
+        return s.translated(params["shift_u_mm"] * s.u + params["shift_v_mm"] * s.v)
     g = carm(None, params["angle_deg"], params["tilt_deg"], isocenter=isocenter, sid=sid, sdd=sdd,
              size=size, pixel=params["fov_mm"] * mag / size)
     u0, v0 = (-g.u if flips[1] else g.u), (-g.v if flips[0] else g.v)
@@ -388,7 +465,7 @@ def display_flips(p: Protocol, view: str, mirrored: bool = False) -> tuple[bool,
     >>> display_flips(protocol("chest"), "pa")      # the renderer's PA is already hung so
     (False, False)
     """
-    g = make_geometry(nominal_geometry(p, view, mirrored), (0.0, 0.0, 0.0), size=2)
+    g = make_geometry(nominal_geometry(p, view, mirrored), (0.0, 0.0, 0.0), size=2, kind=p.views[view].kind)
     beam = (g.detector_center - g.source) / np.linalg.norm(g.detector_center - g.source)
     eye_looks = {"source": beam, "detector": -beam, "anterior": np.array([0.0, 1.0, 0.0])}[p.views[view].viewer]
     up = np.asarray(p.up, float)
@@ -413,7 +490,7 @@ def view_geometry(p: Protocol, view: str, isocenter, *, size: int, mirrored: boo
     ([1.0, 0.0, 0.0], [0.0, 0.0, 1.0])
     """
     return make_geometry(nominal_geometry(p, view, mirrored), isocenter, size=size,
-                         flips=display_flips(p, view, mirrored))
+                         flips=display_flips(p, view, mirrored), kind=p.views[view].kind)
 
 
 def hung_projection(p: Protocol, view: str, labels, label_values, *, size: int = 64, mirrored: bool = False):
@@ -455,7 +532,8 @@ def preview(subject, p: Protocol, view: str, *, size: int = 256, kvp: float | No
     centred on the protocol's ``center`` structures and hung for reading: ``(image, geometry)``
     with ``image`` (H, W) float32 the polychromatic line integral ``-ln I/I0`` (bone bright) at
     ``kvp`` (default: the protocol's fixed physics) and the hung :class:`bonelab.drr.Geometry`
-    (for :func:`bonelab.viz.film_markers` with :meth:`Protocol.direction_names`).
+    (a :class:`bonelab.drr.SlotScan` for a localizer view; for :func:`bonelab.viz.film_markers`
+    with :meth:`Protocol.direction_names`).
 
     >>> from bonelab import phantoms
     >>> image, g = preview(phantoms.wrist(0, spacing=2.0), protocol("wrist"), "pa", size=32)
