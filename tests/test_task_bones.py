@@ -54,9 +54,14 @@ def test_scores_on_both_scales_agree_and_the_table_averages_them(chest_bones):
     assert table.loc[view, "SSIM"] == pytest.approx(rows.loc[rows["view"] == view, "ssim"].mean())
 
 
-def test_identity_baseline_is_worse_than_the_truth(chest_bones):
-    rows = bones.identity_baseline(chest_bones, "test")
-    assert (rows["rmse"] > 0.01).all() and (rows["ssim"] < 0.999).all()
+def test_floors_are_worse_than_the_truth_and_zeros_score_no_structure(chest_bones):
+    floors = bones.floor_scores(chest_bones, "test")
+    assert sorted(floors) == ["input as bones", "no bone"]
+    rows = floors["input as bones"]
+    assert (rows["rmse"] > 0.005).all() and (rows["ssim"] < 0.999).all()
+    targets = np.asarray(sim.load_split(chest_bones, "test").targets, np.float64)
+    rms = np.sqrt((targets ** 2).reshape(len(targets), -1).mean(axis=1))
+    np.testing.assert_allclose(floors["no bone"]["rmse"], rms, rtol=1e-4)   # zeros: RMSE is the target's RMS
 
 
 def test_task_refuses_a_data_set_of_masks(tmp_path):

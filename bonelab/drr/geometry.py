@@ -74,6 +74,14 @@ DEFAULT_SDD_MM = 1020.0
 DEFAULT_SIZE = (256, 256)
 
 
+def _fmt_mm(a) -> str:
+    return "(" + ", ".join(f"{x:.1f}" for x in a) + ")"
+
+
+def _fmt_unit(a) -> str:
+    return "(" + ", ".join(f"{x:+.3f}" for x in a) + ")"
+
+
 def _is_tensor(x) -> bool:
     return type(x).__module__.startswith("torch")
 
@@ -283,14 +291,12 @@ class Geometry(_Detector):
     def describe(self) -> str:
         """Multi-line human-readable summary (what ``bonelab drr`` prints)."""
         s, d = _np(self.source), _np(self.detector_center)
-        fmt = lambda a: "(" + ", ".join(f"{x:.1f}" for x in a) + ")"  # noqa: E731
-        fmu = lambda a: "(" + ", ".join(f"{x:+.3f}" for x in a) + ")"  # noqa: E731
         return (
-            f"source {fmt(s)} mm LPS\n"
-            f"detector centre {fmt(d)} mm LPS, SDD {self.sdd:.1f} mm\n"
+            f"source {_fmt_mm(s)} mm LPS\n"
+            f"detector centre {_fmt_mm(d)} mm LPS, SDD {self.sdd:.1f} mm\n"
             f"detector {self.width} x {self.height} px (width x height), pixel "
             f"{self.pixel[0]:.3f} x {self.pixel[1]:.3f} mm\n"
-            f"u (columns, image right) {fmu(_np(self.u))}, v (rows, image down) {fmu(_np(self.v))}"
+            f"u (columns, image right) {_fmt_unit(_np(self.u))}, v (rows, image down) {_fmt_unit(_np(self.v))}"
         )
 
     def __repr__(self) -> str:
@@ -427,14 +433,12 @@ class SlotScan(_Detector):
     def describe(self) -> str:
         """Multi-line human-readable summary."""
         s, d = self.source, self.detector_center
-        fmt = lambda a: "(" + ", ".join(f"{x:.1f}" for x in a) + ")"  # noqa: E731
-        fmu = lambda a: "(" + ", ".join(f"{x:+.3f}" for x in a) + ")"  # noqa: E731
         return (
-            f"slot scan (CT localizer), central row: source {fmt(s)} mm LPS\n"
-            f"detector-row centre {fmt(d)} mm LPS, SDD {self.sdd:.1f} mm\n"
+            f"slot scan (CT localizer), central row: source {_fmt_mm(s)} mm LPS\n"
+            f"detector-row centre {_fmt_mm(d)} mm LPS, SDD {self.sdd:.1f} mm\n"
             f"{self.width} channels of {self.pixel[0]:.3f} mm x {self.height} rows, table increment "
             f"{self.pixel[1]:.3f} mm\n"
-            f"u (columns, image right) {fmu(self.u)}, v (rows, table motion, image down) {fmu(self.v)}"
+            f"u (columns, image right) {_fmt_unit(self.u)}, v (rows, table motion, image down) {_fmt_unit(self.v)}"
         )
 
     def __repr__(self) -> str:

@@ -54,3 +54,24 @@ def check_dataset(data, task_module) -> dict:
             f"{data} holds the target {name!r}; task {task_module.NAME!r} trains on {list(task_module.TARGETS)}. "
             f"Simulate with --target {task_module.TARGETS[0]} (protocol {task_module.PROTOCOL!r}).")
     return info
+
+
+def predict_batches(model, images, forward, *, batch_size: int = 32, device=None):
+    """``forward(model, x)`` over ``images`` (N, C, H, W) in batches of ``batch_size`` on
+    ``device`` (default :func:`bonelab.config.device`), without gradients, the model in eval
+    mode: the outputs concatenated as float32 numpy (N, ...).  The loop every task's ``predict``
+    shares; ``forward`` says what the task's output is (probabilities, a clamped image)."""
+    import numpy as np
+    import torch
+
+    from bonelab import config
+
+    dev = config.device(device)
+    model = model.to(dev).eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            x = torch.as_tensor(np.array(images[i:i + batch_size], dtype=np.float32), device=dev)
+            outs.append(forward(model, x).float().cpu().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+

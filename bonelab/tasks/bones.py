@@ -39,6 +39,16 @@ per side with it (an 11-px window needs 176), so 128-px images can use MS-SSIM."
 METRICS = ("rmse", "psnr", "ssim", "ms_ssim")
 
 
+def augmentation(flip: bool = False):
+    """MONAI dict transforms for training samples: with ``flip``, a random left-right flip
+    (p = 0.5) of input and target together: the films of a mirror-image body, whose bone image
+    is the mirrored bone image (bones are close to left-right symmetric, so the flipped films
+    are plausible subjects; the heart's side is not what the network learns)."""
+    from monai.transforms import Compose, RandFlipd
+
+    return Compose([RandFlipd(keys=("image", "target"), prob=0.5 if flip else 0.0, spatial_axis=1)])
+
+
 def model_spec(info: dict, channels=DEFAULT_CHANNELS, num_res_units: int = 1, loss: str = "l1+ms-ssim"):
     """The :class:`~bonelab.models.ModelSpec` of this task's U-Net for data set ``info``."""
     from bonelab.models import ModelSpec
@@ -52,12 +62,13 @@ def model_spec(info: dict, channels=DEFAULT_CHANNELS, num_res_units: int = 1, lo
 
 
 def train(data, out, *, loss: str = "l1+ms-ssim", epochs: int = 20, batch_size: int = 16, lr: float = 3e-3,
-          channels=DEFAULT_CHANNELS, num_res_units: int = 1, seed: int = 0, device=None,
+          channels=DEFAULT_CHANNELS, num_res_units: int = 1, flip: bool = False, seed: int = 0, device=None,
           progress: bool = True, resume: bool = True):
     """Train the bone-extraction U-Net on simulated data set ``data`` (target ``bone-radiograph``)
     into run folder ``out`` with image loss ``loss`` (:func:`bonelab.losses.image_loss`, window
     :data:`WIN_SIZE`).  Returns ``(model, TrainResult)``; ``best.pt`` holds the weights of the
-    lowest validation loss (what :func:`load_model` loads)."""
+    lowest validation loss (what :func:`load_model` loads); ``flip``: random left-right flips
+    (:func:`augmentation`)."""
     from bonelab import simulate
     from bonelab.losses import image_loss
     from bonelab.steps import SupervisedTask
@@ -70,7 +81,7 @@ def train(data, out, *, loss: str = "l1+ms-ssim", epochs: int = 20, batch_size: 
     spec = model_spec(info, channels, num_res_units, loss)
     seed_everything(seed)
     model = spec.build()
-    train_ds = simulate.load_split(data, "train")
+    train_ds = simulate.load_split(data, "train", transform=augmentation(flip))
     val_ds = simulate.load_split(data, "val")
     result = train_loop(model, train_ds, val_ds, task=SupervisedTask(criterion, target_key="target"), out_dir=out,
                         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, progress=progress,
@@ -85,18 +96,11 @@ def load_model(run, checkpoint: str = "best.pt", device=None) -> torch.nn.Module
     return load(run, checkpoint, device=device)
 
 
-@torch.no_grad()
 def predict(model: torch.nn.Module, images, *, batch_size: int = 32, device=None) -> np.ndarray:
     """The bone images (N, 1, H, W) float32 in [0, 1] that ``model`` predicts for images (N, 1, H, W)."""
-    from bonelab import config
+    from bonelab.tasks import predict_batches
 
-    dev = config.device(device)
-    model = model.to(dev).eval()
-    outs = []
-    for i in range(0, len(images), batch_size):
-        x = torch.as_tensor(np.array(images[i:i + batch_size], dtype=np.float32), device=dev)
-        outs.append(model(x).clamp(0, 1).float().cpu().numpy())
-    return np.concatenate(outs) if outs else np.zeros((0, 1, 1, 1), np.float32)
+    return predict_batches(model, images, lambda net, x: net(x).clamp(0, 1), batch_size=batch_size, device=device)
 
 
 def score(pred, data, split: str = "test"):
@@ -133,12 +137,15 @@ def evaluate(model: torch.nn.Module, data, split: str = "test", *, batch_size: i
     return (rows, pred) if return_predictions else rows
 
 
-def identity_baseline(data, split: str = "test"):
-    """The :func:`score` of predicting the input radiograph itself as the bone image: what a
-    network scores without removing any soft tissue (the floor every model must beat)."""
+def floor_scores(data, split: str = "test") -> dict:
+    """The :func:`score` of two answers that need no network, the floors every model must beat:
+    ``"input as bones"`` (the input radiograph itself, nothing removed) and ``"no bone"`` (an
+    all-zero image: bone images are mostly dark, so this one scores deceptively well on RMSE,
+    PSNR and SSIM)."""
     from bonelab import simulate
 
-    return score(np.asarray(simulate.load_split(data, split).images, np.float32), data, split)
+    images = np.asarray(simulate.load_split(data, split).images, np.float32)
+    return {"input as bones": score(images, data, split), "no bone": score(np.zeros_like(images), data, split)}
 
 
 def quality_table(rows, scale: str = "255", views=None):
@@ -174,14 +181,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--res-units", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="torch device (default: cuda if available)")
+    parser.add_argument("--flip", action="store_true", help="random left-right flips")
 
 
 def run(args) -> int:
     """``bonelab train bones``: train, then print the test image quality per view (0-255 scale)."""
     start = time.perf_counter()
     _, result = train(args.data, args.out, loss=args.loss, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, channels=tuple(args.channels), num_res_units=args.res_units, seed=args.seed,
-                      device=args.device)
+                      lr=args.lr, channels=tuple(args.channels), num_res_units=args.res_units, flip=args.flip,
+                      seed=args.seed, device=args.device)
     print(f"trained {result.epochs} epochs in {time.perf_counter() - start:.0f} s; best validation loss "
           f"{-result.best_metric:.4f} at epoch {result.best_epoch}; run folder {Path(args.out)}")
     from bonelab.simulate import dataset_info

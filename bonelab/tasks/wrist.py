@@ -90,7 +90,6 @@ def load_model(run, checkpoint: str = "best.pt", device=None) -> torch.nn.Module
     return load(run, checkpoint, device=device)
 
 
-@torch.no_grad()
 def predict(model: torch.nn.Module, images, *, batch_size: int = 32, flip_average: bool = False,
             device=None) -> np.ndarray:
     """Sigmoid probabilities (N, L, H, W) float32 of ``model`` for images (N, 1, H, W).
@@ -99,18 +98,13 @@ def predict(model: torch.nn.Module, images, *, batch_size: int = 32, flip_averag
     average the two (test-time augmentation).  Exact for hung wrist films: the flipped film is
     the film of the mirror-image wrist, whose bones are the same bones flipped
     (see :func:`augmentation`)."""
-    from bonelab import config
+    from bonelab.tasks import predict_batches
 
-    dev = config.device(device)
-    model = model.to(dev).eval()
-    outs = []
-    for i in range(0, len(images), batch_size):
-        x = torch.as_tensor(np.array(images[i:i + batch_size], dtype=np.float32), device=dev)
-        p = torch.sigmoid(model(x))
-        if flip_average:
-            p = 0.5 * (p + torch.sigmoid(model(x.flip(-1))).flip(-1))
-        outs.append(p.float().cpu().numpy())
-    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+    def probabilities(net, x):
+        p = torch.sigmoid(net(x))
+        return 0.5 * (p + torch.sigmoid(net(x.flip(-1))).flip(-1)) if flip_average else p
+
+    return predict_batches(model, images, probabilities, batch_size=batch_size, device=device)
 
 
 def score(pred, data, split: str = "test"):
