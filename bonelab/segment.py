@@ -351,6 +351,11 @@ less than an eighth of the detail the network learned from, and the inversion ch
 (:func:`looks_inverted`) would judge corners of two or three pixels."""
 
 
+def _colour_error(name: str, who: str) -> InvalidValuesError:
+    return InvalidValuesError(f"{name} is a colour picture (its R, G and B channels differ); {who} needs a grey "
+                              "radiograph: pass the X-ray itself, not a photo or a coloured screenshot of it.")
+
+
 def _grey(a: np.ndarray, who: str) -> np.ndarray:
     """``a`` as one grey image: an RGB(A) array (H, W, 3|4) or (3|4, H, W) whose channels agree
     becomes their mean; one with real colour (:func:`has_colour`) is refused."""
@@ -361,9 +366,7 @@ def _grey(a: np.ndarray, who: str) -> np.ndarray:
     else:
         return a
     if has_colour(rgb):
-        raise InvalidValuesError(f"the image array {a.shape} is a colour picture (its R, G and B channels differ); "
-                                 f"{who} needs a grey radiograph: pass the X-ray itself, not a photo or a coloured "
-                                 "screenshot of it.")
+        raise _colour_error(f"the image array {a.shape}", who)
     return rgb[..., :3].mean(axis=-1)
 
 
@@ -378,8 +381,7 @@ def _read(image, pixel_mm, who: str, strict: bool):
     polarity = None
     if isinstance(image, XrayImage):
         if strict and image.colour:
-            raise InvalidValuesError(f"{name} is a colour picture (its R, G and B channels differ); {who} needs a "
-                                     "grey radiograph: pass the X-ray itself, not a photo or a coloured screenshot.")
+            raise _colour_error(name, who)
         pixel_mm = pixel_mm if pixel_mm is not None else image.pixel_mm
         image, polarity = image.array, image.polarity
     if hasattr(image, "detach"):

@@ -206,6 +206,9 @@ class _Detector:
         u, v = _np(self.u), _np(self.v)
         return tuple(direction_letter(vec, names) for vec in (-u, u, -v, v))
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(" + self.describe().replace("\n", "; ") + ")"
+
 
 @dataclass(eq=False)
 class Geometry(_Detector):
@@ -299,8 +302,6 @@ class Geometry(_Detector):
             f"u (columns, image right) {_fmt_unit(_np(self.u))}, v (rows, image down) {_fmt_unit(_np(self.v))}"
         )
 
-    def __repr__(self) -> str:
-        return "Geometry(" + self.describe().replace("\n", "; ") + ")"
 
 
 @dataclass(eq=False)
@@ -360,7 +361,7 @@ class SlotScan(_Detector):
     def check_outside(self, volume) -> None:
         """Raise :class:`ProjectionGeometryError` if the focal spot passes through ``volume``'s box
         at any table position (the segment from the first row's source to the last row's)."""
-        first, last = (volume.world_to_index(self._row_source(r)) for r in (0, self.height - 1))
+        first, last = (volume.world_to_index(self.row_source(r)) for r in (0, self.height - 1))
         lo, hi = -0.5 * np.ones(3), np.asarray(volume.size, float) - 0.5
         step = last - first
         t0, t1 = 0.0, 1.0
@@ -374,12 +375,13 @@ class SlotScan(_Detector):
         if t1 > t0:
             raise ProjectionGeometryError(
                 f"the X-ray source passes through the CT volume ({volume.geometry_str()}) during the "
-                f"slot scan (its focal spot moves from {np.round(self._row_source(0), 1)} to "
-                f"{np.round(self._row_source(self.height - 1), 1)} mm); increase sid so that the "
+                f"slot scan (its focal spot moves from {np.round(self.row_source(0), 1)} to "
+                f"{np.round(self.row_source(self.height - 1), 1)} mm); increase sid so that the "
                 "source is outside the volume."
             )
 
-    def _row_source(self, row) -> np.ndarray:
+    def row_source(self, row) -> np.ndarray:
+        """The focal spot (x, y, z) mm LPS when image row ``row`` is taken (row 0 at the top)."""
         return self.source + (row - (self.height - 1) / 2) * self.pixel[1] * self.v
 
     @property
@@ -441,8 +443,6 @@ class SlotScan(_Detector):
             f"u (columns, image right) {_fmt_unit(self.u)}, v (rows, table motion, image down) {_fmt_unit(self.v)}"
         )
 
-    def __repr__(self) -> str:
-        return "SlotScan(" + self.describe().replace("\n", "; ") + ")"
 
 
 #: Names of the patient directions along the LPS axes: ``{(axis, sign): letter}``, axis 0 = x,
@@ -516,21 +516,23 @@ def _view(beam, u, v, volume, isocenter, sid, sdd, size, pixel) -> Geometry:
     if np.ndim(size) == 0:
         size = (int(size), int(size))
     if pixel is None:
-        pixel = _covering_pixel(volume, src, det, np.asarray(u, float), np.asarray(v, float), size)
+        pixel = _covering_scale(Geometry(src, det, np.asarray(u, float), np.asarray(v, float), (1.0, 1.0), size), volume)
     g = Geometry(src, det, u, v, pixel, size)
     if volume is not None:
         g.check_outside(volume)
     return g
 
 
-def _covering_pixel(volume, src, det, u, v, size) -> float:
-    """Square pixel (mm) such that the detector covers the volume's projection (5% margin)."""
+def _covering_scale(probe, volume) -> float:
+    """The factor by which to scale ``probe``'s pixels (a view whose pixels are 1 mm at the scale
+    that is to be found) so that its detector covers the volume's projection with a 5% margin; a
+    400 mm field of view without a volume.  The one sizing rule of :func:`carm` and :func:`localizer`."""
+    size = np.asarray(probe.size)
     if volume is None:
-        return 400.0 / max(size)  # a 400 mm field of view
-    g = Geometry(src, det, u, v, (1.0, 1.0), size)
-    g.check_outside(volume)
-    off = g.project(volume.corners()) - (np.asarray(size) - 1) / 2
-    return float(1.05 * 2 * np.max(np.abs(off) / np.asarray(size)))
+        return 400.0 / max(probe.size)
+    probe.check_outside(volume)
+    off = probe.project(volume.corners()) - (size - 1) / 2
+    return float(1.05 * 2 * np.max(np.abs(off) / size))
 
 
 def carm(volume=None, angle: float = 0.0, tilt: float = 0.0, *, isocenter=None, sid=DEFAULT_SID_MM,
@@ -679,7 +681,8 @@ def localizer(volume=None, view: str = "ap", *, isocenter=None, sid=LOCALIZER_SI
     beam, u, v = (r @ np.asarray(a, float) for a in _LOCALIZER_VIEWS[view])
     mag = sdd / sid
     if pixel is None and table_mm is None:
-        at_iso = _covering_slot(volume, iso - sid * beam, iso + (sdd - sid) * beam, u, v, size, sid, sdd)
+        # a probe scan 1 mm at the isocentre both ways (sdd / sid at the detector across the fan)
+        at_iso = _covering_scale(SlotScan(iso - sid * beam, iso + (sdd - sid) * beam, u, v, (mag, 1.0), size), volume)
         pixel, table_mm = at_iso * mag, at_iso
     elif pixel is None:
         pixel = float(table_mm) * mag
@@ -689,16 +692,6 @@ def localizer(volume=None, view: str = "ap", *, isocenter=None, sid=LOCALIZER_SI
     if volume is not None:
         scan.check_outside(volume)
     return scan
-
-
-def _covering_slot(volume, src, det, u, v, size, sid, sdd) -> float:
-    """Square pixel at the isocentre (mm) such that the scan covers the volume (5% margin)."""
-    if volume is None:
-        return 400.0 / max(size)
-    scan = SlotScan(src, det, u, v, (sdd / sid, 1.0), size)  # 1 mm at the isocentre both ways
-    scan.check_outside(volume)
-    off = scan.project(volume.corners()) - (np.asarray(size) - 1) / 2
-    return float(1.05 * 2 * np.max(np.abs(off) / np.asarray(size)))
 
 
 def is_view(geometry) -> bool:

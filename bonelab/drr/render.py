@@ -65,7 +65,7 @@ def _index_frame(volume: Volume, geom):
     to_idx = lambda p: inv @ (_np(p) - org)  # noqa: E731
     dv = inv @ (_np(geom.v) * sv)
     if isinstance(geom, SlotScan):
-        src, ds = to_idx(geom.source - (geom.height - 1) / 2 * geom.source_step), dv
+        src, ds = to_idx(geom.row_source(0)), dv
     else:
         src, ds = to_idx(geom.source), np.zeros(3)
     return src, to_idx(geom.pixel00()), inv @ (_np(geom.u) * su), dv, lin, ds

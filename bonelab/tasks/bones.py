@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bonelab.models import load_model as load_model  # the task's trained network: load_model(run)
+
 NAME = "bones"
 DESCRIPTION = "bone extraction: radiograph or CT localizer -> bone-only radiograph (U-Net regression)"
 PROTOCOL = "localizer"
@@ -89,13 +91,6 @@ def train(data, out, *, loss: str = "l1+ms-ssim", epochs: int = 20, batch_size: 
     return model, result
 
 
-def load_model(run, checkpoint: str = "best.pt", device=None) -> torch.nn.Module:
-    """The trained network of run folder ``run`` (see :func:`bonelab.models.load_model`)."""
-    from bonelab.models import load_model as load
-
-    return load(run, checkpoint, device=device)
-
-
 def predict(model: torch.nn.Module, images, *, batch_size: int = 32, device=None) -> np.ndarray:
     """The bone images (N, 1, H, W) float32 in [0, 1] that ``model`` predicts for images (N, 1, H, W)."""
     from bonelab.tasks import predict_batches
@@ -153,8 +148,10 @@ def quality_table(rows, scale: str = "255", views=None):
     the paper's 0-255 scale (``scale="255"``) or on 0-1 (``scale="1"``)."""
     import pandas as pd
 
+    from bonelab.errors import InvalidArgumentError
+
     if scale not in ("255", "1"):
-        raise ValueError(f"scale must be '255' or '1'; got {scale!r}.")
+        raise InvalidArgumentError(f"scale must be '255' or '1'; got {scale!r}.")
     columns = [f"{m}_255" if scale == "255" else m for m in METRICS]
     views = list(dict.fromkeys(rows["view"])) if views is None else list(views)
     table = rows.groupby("view")[columns].mean().reindex(views)

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bonelab.models import load_model as load_model  # the task's trained network: load_model(run)
+
 NAME = "wrist"
 DESCRIPTION = "wrist bone segmentation (10 bones, multi-label U-Net) on a simulated data set"
 PROTOCOL = "wrist"
@@ -81,13 +83,6 @@ def train(data, out, *, epochs: int = 20, batch_size: int = 16, lr: float = 3e-3
                         batch_size=batch_size, lr=lr, seed=seed, metric_fn=batch_dice, device=device,
                         progress=progress, resume=resume, schedule="onecycle", spec=spec)
     return model, result
-
-
-def load_model(run, checkpoint: str = "best.pt", device=None) -> torch.nn.Module:
-    """The trained network of run folder ``run`` (see :func:`bonelab.models.load_model`)."""
-    from bonelab.models import load_model as load
-
-    return load(run, checkpoint, device=device)
 
 
 def predict(model: torch.nn.Module, images, *, batch_size: int = 32, flip_average: bool = False,
