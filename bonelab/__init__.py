@@ -23,9 +23,9 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # segment_xray and extract_bones need torch: import them on first use so that `import bonelab`
+    # segment_xray, extract_bones and detect_vertebrae need torch: import them on first use so that `import bonelab`
     # stays light.
-    if name in ("segment_xray", "extract_bones"):
+    if name in ("segment_xray", "extract_bones", "detect_vertebrae"):
         from bonelab import segment
 
         return getattr(segment, name)
@@ -46,6 +46,7 @@ __all__ = [
     "UnsafeArchiveError",
     "Volume",
     "__version__",
+    "detect_vertebrae",
     "extract_bones",
     "segment_xray",
 ]

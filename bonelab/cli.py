@@ -7,6 +7,7 @@
                    [--device cpu|cuda] --out FILE
     bonelab extract-bones IMAGE --model RUN --out DIR [--weight W] [--invert auto|yes|no]
                    [--pixel-mm MM] [--device cpu|cuda]
+    bonelab detect-vertebrae IMAGE --model RUN --out DIR [--score S] [--invert auto|yes|no]
 
 Subcommands live in :data:`COMMANDS` as ``name -> (help, add_arguments, run)``; a later chapter
 adds one (``simulate``, ``train``) by adding an entry.  Errors that bonelab anticipates (a
@@ -187,6 +188,38 @@ def _run_extract_bones(args) -> int:
     return 0
 
 
+# --- bonelab detect-vertebrae ------------------------------------------------------------------
+def _add_detect_vertebrae(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="lateral lumbar radiograph: PNG, TIFF, JPEG or DICOM")
+    p.add_argument("--model", required=True, metavar="RUN",
+                   help="run folder of a 'lumbar' network: instance (Mask R-CNN) or semantic (U-Net)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for vertebrae.csv (level, score, box), masks.npy (K, H, W) and class_map.npy")
+    p.add_argument("--score", type=float, default=0.5, help="lowest detection score kept (default 0.5)")
+    p.add_argument("--invert", default="auto", choices=list(_INVERT),
+                   help="turn the image around first: auto (the file's polarity, else a check), yes or no")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="torch device (default: cuda if available)")
+
+
+def _run_detect_vertebrae(args) -> int:
+    from bonelab.segment import detect_vertebrae
+
+    found = detect_vertebrae(args.image, args.model, score_threshold=args.score, invert=_INVERT[args.invert],
+                             device=args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = ["level,score,x1,y1,x2,y2"] + [f"{lv},{sc:.4f}," + ",".join(f"{v:g}" for v in box)
+                                         for lv, sc, box in zip(found.levels, found.scores, found.boxes)]
+    table = out / "vertebrae.csv"
+    _atomic(table, lambda tmp: tmp.write_text("\n".join(rows) + "\n"))
+    written = [table] + _write(found.masks, out / "masks.npy", ".npy", None, scale=False)
+    written += _write(found.class_map, out / "class_map.npy", ".npy", None, scale=False)
+    print(f"{args.image}: {len(found.levels)} found by the {found.model} network: {', '.join(found.levels) or 'none'}")
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 # --- writing images ----------------------------------------------------------------------------
 def _stem(path: Path, suffix: str) -> str:
     return path.name[: -len(suffix)]
@@ -250,6 +283,8 @@ COMMANDS = {
                  _lazy("bonelab.simulate.command", "add_simulate_arguments"), _lazy("bonelab.simulate.command", "run_simulate")),
     "extract-bones": ("extract the bones of a radiograph with a trained 'bones' network; enhance and subtract them",
                       _add_extract_bones, _run_extract_bones),
+    "detect-vertebrae": ("find and name L1-L5 and the sacrum in a lateral lumbar radiograph with a 'lumbar' network",
+                         _add_detect_vertebrae, _run_detect_vertebrae),
     "train": ("train a bone segmentation network on a simulated dataset",
               _lazy("bonelab.tasks.command", "add_train_arguments"), _lazy("bonelab.tasks.command", "run_train")),
 }

@@ -408,6 +408,7 @@ class _Prepared:
     pixel_mm: tuple | None  # the input's spacing (row, column), mm
     train_mm: tuple | None  # the network's training spacing, mm
     inverted: bool  # whether the normalised image was turned around (bone-dark input)
+    spec: object = None  # the network's ModelSpec, when known
 
     @property
     def sliding(self) -> bool:
@@ -438,7 +439,7 @@ def _prepare(image, model, *, spec, size, pixel_mm, invert, mirror: bool, device
         invert = polarity == "bone-dark" if polarity is not None else looks_inverted(x)
     if invert:
         x = 1.0 - x
-    return _Prepared(net, np.ascontiguousarray(x, dtype=np.float32), size, pixel_mm, train_mm, bool(invert))
+    return _Prepared(net, np.ascontiguousarray(x, dtype=np.float32), size, pixel_mm, train_mm, bool(invert), spec)
 
 
 @torch.no_grad()
@@ -501,14 +502,33 @@ def segment_xray(image, model, *, spec=None, size=None, pixel_mm=None, threshold
     Returns
     -------
     masks (L, H, W) bool at the input's size (and probabilities if asked); the attribute-free
-    numpy arrays line up with the input image pixel for pixel.
+    numpy arrays line up with the input image pixel for pixel.  A network whose spec says
+    ``extra["activation"] == "softmax"`` (one class per pixel, channel 0 the background: the
+    lumbar U-Net of chapter 5) gives one mask per class other than the background, from the
+    argmax, and ``threshold`` is not used.
     """
     p = _prepare(image, model, spec=spec, size=size, pixel_mm=pixel_mm, invert=invert, mirror=mirror,
                  device=device, who="segment_xray")
-    prob = _apply(p, device, torch.sigmoid)
+    softmax = _is_softmax(p.spec)
+    prob = _apply(p, device, _softmax if softmax else torch.sigmoid)
     prob = np.ascontiguousarray(prob[:, :, ::-1] if mirror else prob, dtype=np.float32)
-    masks = prob > threshold
+    if softmax:  # one class per pixel: channel 0 is the background, the masks are the other classes
+        winner = prob.argmax(axis=0)
+        masks = np.stack([winner == k for k in range(1, len(prob))])
+        prob = prob[1:]
+    else:
+        masks = prob > threshold
     return (masks, prob) if return_probabilities else masks
+
+
+def _is_softmax(spec) -> bool:
+    """Whether a spec's network ends in a softmax over classes (background first), as the
+    semantic lumbar U-Net of chapter 5 does, instead of one sigmoid per structure."""
+    return getattr(spec, "extra", {}).get("activation") == "softmax"
+
+
+def _softmax(output: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(output, dim=1)
 
 
 @dataclass
@@ -618,3 +638,123 @@ def extract_bones(image, model, *, invert="auto", pixel_mm=None, weight: float =
     bones = np.clip(out[0], 0, 1).astype(np.float32)
     return BoneExtraction(p.x, bones, enhance(p.x, bones, weight), soft_tissue(p.x, bones), float(weight),
                           p.inverted, p.pixel_mm, p.sliding)
+
+
+@dataclass
+class VertebraDetection:
+    """What :func:`detect_vertebrae` returns, at the input's size and lined up with it.
+
+    Attributes
+    ----------
+    levels : the names of the vertebrae found (of ``"L1"`` ... ``"L5"``, ``"sacrum"``), cranial first
+    masks : (K, H, W) bool, one per level found
+    boxes : (K, 4) float (x1, y1, x2, y2) pixels of the input, x2 and y2 exclusive
+    scores : (K,) confidence: the detection score (Mask R-CNN) or the mean class probability
+        inside the mask (U-Net)
+    class_map : (H, W) uint8: 0 background, 1-5 L1-L5, 6 sacrum
+    model : ``"instance"`` or ``"semantic"``
+    inverted : whether the input was turned around (it was bone-dark)
+    """
+
+    levels: list
+    masks: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_map: np.ndarray
+    model: str = "instance"
+    inverted: bool = False
+
+
+def _largest_region(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected region of ``mask`` (H, W) bool: one vertebra is one piece of bone,
+    so a semantic network's stray pixels of a level elsewhere in the film are not part of it."""
+    from scipy import ndimage
+
+    regions, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    if n <= 1:
+        return mask
+    return regions == 1 + int(np.argmax(np.bincount(regions.ravel())[1:]))
+
+
+def _boxes(masks: np.ndarray) -> np.ndarray:
+    out = []
+    for m in masks:
+        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+        out.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
+    return np.asarray(out, np.float32).reshape(-1, 4)
+
+
+def detect_vertebrae(image, model, *, spec=None, score_threshold: float = 0.5, invert="auto", device=None
+                     ) -> VertebraDetection:
+    """Find and name L1-L5 and the sacrum in one lateral lumbar radiograph with a network of the
+    lumbar task of chapter 5 (:mod:`bonelab.tasks.lumbar`).
+
+    The image is prepared as for :func:`segment_xray` (read, normalised, made bone-bright, padded
+    to the network's aspect and resized to its input).  An instance network (Mask R-CNN) gives
+    one mask per detection; its levels are its classes (labelling ``"level"``) or are counted up
+    from the sacrum (``"vertebra"``, :func:`bonelab.tasks.lumbar.order_levels`).  A semantic
+    network (U-Net with a softmax) gives one class per pixel; the largest connected region of each
+    level's pixels becomes its mask.  Masks are resized back to the input.
+
+    Parameters
+    ----------
+    image : path (PNG, TIFF, JPEG, DICOM), :class:`XrayImage`, or array (H, W), rows down,
+        cranial up (a lateral film hung as read)
+    model : a run folder of task ``"lumbar"`` (str or Path), or the network itself with ``spec=``
+    spec : its :class:`~bonelab.models.ModelSpec` (default: the run's)
+    score_threshold : detections scoring less are dropped (instance networks)
+    invert : "auto" (the file's polarity, else :func:`looks_inverted`), True or False
+    device : torch device (default: the network's; for a run folder :func:`bonelab.config.device`)
+
+    Returns
+    -------
+    :class:`VertebraDetection`
+
+    Raises
+    ------
+    InvalidArgumentError
+        A run folder or spec of another task (the task found is named), or no spec for a network.
+    InvalidValuesError, MissingFileError, UnreadableFileError
+        As for :func:`extract_bones`: a colour picture, a tiny or constant image, a missing file.
+
+    >>> # found = detect_vertebrae("lateral.dcm", "runs/lumbar-instance"); found.levels
+    """
+    from bonelab.tasks import lumbar
+
+    if isinstance(model, (str, Path)):
+        from bonelab.models import read_spec
+
+        spec = spec if spec is not None else read_spec(model)
+        where = f"the run folder {model} (model.json)"
+    else:
+        where = "spec="
+    if spec is None or getattr(spec, "task", "") != lumbar.NAME:
+        raise InvalidArgumentError(
+            f"{where} is of task {getattr(spec, 'task', None)!r}, not 'lumbar': detect_vertebrae needs a network "
+            "trained by the lumbar task of chapter 5 (bonelab train lumbar); pass its run folder, or the network "
+            "with spec=.")
+    p = _prepare(image, model, spec=spec, size=None, pixel_mm=None, invert=invert, mirror=False,
+                 device=device, who="detect_vertebrae", strict=True)
+    h, w = p.x.shape
+    padded, (top, left) = _pad_to_aspect(p.x, p.size[1] / p.size[0])
+    x = _resize(padded, p.size, 1).astype(np.float32)
+    kind = spec.extra.get("model", "instance")
+    if kind == "semantic":
+        prob = _apply(p, device, _softmax)
+        winner = prob.argmax(axis=0)
+        levels = np.stack([_largest_region(winner == k) for k in range(1, len(lumbar.CLASS_NAMES))])
+        scores = np.array([prob[k + 1][m].mean() if m.any() else np.nan for k, m in enumerate(levels)])
+        cmap = lumbar.level_map(levels)
+    else:
+        p.net.eval()
+        tensors = [*p.net.parameters()]
+        dev = tensors[0].device if tensors else torch.device("cpu")
+        with torch.no_grad():
+            pred = p.net([torch.as_tensor(x[None], device=dev)])[0]
+        small, _, scores = lumbar.instance_levels(pred, spec.extra["labelling"], score_threshold=score_threshold,
+                                                  image_size=x.shape)
+        levels = _resize(small.astype(np.float32), (len(small),) + padded.shape, 1)[:, top:top + h, left:left + w] > 0.5
+        cmap = lumbar.level_map(levels)
+    found = [k for k in range(len(levels)) if levels[k].any()]
+    return VertebraDetection([lumbar.LEVELS[k] for k in found], levels[found], _boxes(levels[found]),
+                             np.asarray(scores, np.float32)[found], cmap, kind, p.inverted)

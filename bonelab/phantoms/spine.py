@@ -51,16 +51,18 @@ implants                       pedicle screws: diameter 80 % of the  pivot at th
                                levels                                "random": 30 % of seeds
 =============================  ====================================  ================================
 
-What remains schematic: the posterior elements are blended ellipsoids and capsules (no pars
-interarticularis as a separate narrowing, no mammillary or accessory processes, no
-ligamentum flavum); the facet surfaces are planar bisectors rather than congruent curved
+What remains schematic: T12 carries no ribs; the posterior elements are blended ellipsoids and
+capsules (no pars interarticularis as a separate narrowing, no mammillary or accessory
+processes, no ligamentum flavum); the facet surfaces are planar bisectors rather than congruent curved
 joints with cartilage; discs are homogeneous (no nucleus, annulus or vacuum phenomenon); the
 sacrum has no superior articular processes or foramina; osteophytes are smooth spurs; the screws
 have no thread and their heads no set screws; metal is painted at the HU ceiling without beam
 hardening or streak artefacts.
 
 Labels: 1-5 L1-L5, 6 sacrum, 7 implant (screws and rods; they override bone where they pass
-through a pedicle).  Discs, iliac bone and organs are unlabelled.
+through a pedicle).  Discs, T12 (L1's size, above a T12/L1 disc of 8 mm, without ribs: there so
+that a lateral film's field, which reaches above L1, ends in a vertebra as real ones do), iliac
+bone and organs are unlabelled.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ from bonelab.phantoms.tissue import HU, Canvas, carve_joints, layered_body
 
 LABELS = {1: "L1", 2: "L2", 3: "L3", 4: "L4", 5: "L5", 6: "sacrum", 7: "implant"}
 LEVELS = ["L1", "L2", "L3", "L4", "L5"]
+T12_DISC_MM = 8.0
+"""Height of the T12/L1 disc (mm, times the subject's mean size scale)."""
 MEAN = {  # per level L1..L5, mm (angles in degrees)
     "height": [24.0, 25.5, 26.5, 26.5, 25.5],
     "depth": [31.0, 32.0, 33.0, 34.0, 34.0],
@@ -299,6 +303,11 @@ def spine_chain(p) -> dict:
         centre = bottom + _u(phi) * dims["height"] / 2
         out[level] = (centre, phi)
         top = centre + _u(phi) * dims["height"] / 2
+    # T12 (unlabelled, L1's size) above the T12/L1 disc, so that a lateral film's field, which
+    # reaches above L1, shows the thoracolumbar junction rather than the end of the box
+    disc = T12_DISC_MM * float(np.mean(p["scale"]))
+    out["disc_t12"] = (top + _u(phi) * disc / 2, phi, disc)
+    out["T12"] = (top + _u(phi) * (disc + p["dims"]["L1"]["height"] / 2), phi)
     return out
 
 
@@ -401,7 +410,7 @@ def lumbar_spine(seed: int, spacing: float = 1.0, implants=False, degeneration=N
     l3 = p["dims"]["L3"]
     # a targeted field of view, 260 mm wide and at most 280 mm deep (the anterior abdominal wall of
     # large subjects is cropped, as in a spine reconstruction), from above L1 to the lower sacrum
-    z_top = chain["L1"][0][2] + 20 * s
+    z_top = chain["T12"][0][2] + 10 * s
     z_bot = chain["S1_top"][2] - 70 * s
     shift = np.array([0.0, -chain["L3"][0][1], -(z_top + z_bot) / 2])
     spinous = l3["depth"] / 2 + 2 * l3["canal_d"] + 5 + l3["spinous"]  # tip of L3's spinous process
@@ -426,6 +435,10 @@ def lumbar_spine(seed: int, spacing: float = 1.0, implants=False, degeneration=N
         disc = sdf.superellipsoid(move.point(c), (dims["width"] / 2 + 1, dims["depth"] / 2 + 1, h / 2 + 3),
                                   _rot(phi), 2.3, 3.0)
         canvas.fill(disc, HU["disc"])
+    c, phi, h = chain["disc_t12"]
+    dims = p["dims"]["L1"]
+    canvas.fill(sdf.superellipsoid(move.point(c), (dims["width"] / 2 + 1, dims["depth"] / 2 + 1, h / 2 + 3), _rot(phi),
+                                   2.3, 3.0), HU["disc"])
     p["vertebrae"], samples, frames = {}, [], []
     for i, level in enumerate(LEVELS):
         c, phi = chain[level]
@@ -441,6 +454,8 @@ def lumbar_spine(seed: int, spacing: float = 1.0, implants=False, degeneration=N
         frames.append(P)
     top = move.point(chain["S1_top"])
     samples.append(_sacrum(top, chain["S1_tilt"], s).sample(grid))
+    t12 = sdf.Placement(_rot(chain["T12"][1]), shift=move.point(chain["T12"][0]))
+    samples.append(vertebra(t12, p["dims"]["L1"]).sample(grid))
     # facet joints: the articular processes of neighbouring vertebrae overlap; carving leaves a
     # joint space between them (bodies are farther apart than the gap: discs are untouched)
     samples = carve_joints(samples, FACET_GAP_MM)
@@ -453,6 +468,8 @@ def lumbar_spine(seed: int, spacing: float = 1.0, implants=False, degeneration=N
     region, d = samples[5]
     canvas.bone(region, d, 6, p["cortical_hu"], trab * 1.1 + _sacral_sclerosis(grid, region, top, chain["S1_tilt"],
                                                                               4 in narrowed, deg["sclerosis_hu"]), 1.0)
+    region, d = samples[6]
+    canvas.bone(region, d, 0, p["cortical_hu"], trab * 0.97, 1.0)  # T12: bone without a label
     region, d = _ilia(top, s).sample(grid)
     canvas.bone(region, d, 0, p["cortical_hu"], trab * 1.1, 1.5)
     if implants not in (True, False, "random"):

@@ -324,8 +324,9 @@ register_protocol(Protocol(
     jitter={"angle_deg": 5.0, "tilt_deg": 5.0, "roll_deg": 5.0, "shift_fraction": 0.08},
     physics=_physics(kvp=(80, 95), shifted_kvp=(60, 66), spr=(2.0, 6.0), shifted_spr=(12.0, 15.0),
                      photons=(3e4, 3e5), fixed_photons=1e5, shifted_photons=(2e3, 5e3)),
-    grid=True, reference="lumbar spine AP 75-85 kVp, lateral 85-95 kVp, 100-115 cm SID with a grid "
-                         "(EUR 16260, 1996; Bontrager)"))
+    grid=True, subject_options={"implants": ("choice", ("random",)), "degeneration": ("choice", (None, "random"))},
+    reference="lumbar spine AP 75-85 kVp, lateral 85-95 kVp, 100-115 cm SID with a grid (EUR 16260, 1996; "
+              "Bontrager)"))
 
 register_protocol(Protocol(
     name="hip", phantom="hip",
