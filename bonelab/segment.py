@@ -676,14 +676,6 @@ def _largest_region(mask: np.ndarray) -> np.ndarray:
     return regions == 1 + int(np.argmax(np.bincount(regions.ravel())[1:]))
 
 
-def _boxes(masks: np.ndarray) -> np.ndarray:
-    out = []
-    for m in masks:
-        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
-        out.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
-    return np.asarray(out, np.float32).reshape(-1, 4)
-
-
 def detect_vertebrae(image, model, *, spec=None, score_threshold: float = 0.5, invert="auto", device=None
                      ) -> VertebraDetection:
     """Find and name L1-L5 and the sacrum in one lateral lumbar radiograph with a network of the
@@ -755,6 +747,9 @@ def detect_vertebrae(image, model, *, spec=None, score_threshold: float = 0.5, i
                                                   image_size=x.shape)
         levels = _resize(small.astype(np.float32), (len(small),) + padded.shape, 1)[:, top:top + h, left:left + w] > 0.5
         cmap = lumbar.level_map(levels)
+    from bonelab.datasets import boxes_from_masks
+
     found = [k for k in range(len(levels)) if levels[k].any()]
-    return VertebraDetection([lumbar.LEVELS[k] for k in found], levels[found], _boxes(levels[found]),
+    boxes = boxes_from_masks(torch.from_numpy(levels[found])).numpy()
+    return VertebraDetection([lumbar.LEVELS[k] for k in found], levels[found], boxes,
                              np.asarray(scores, np.float32)[found], cmap, kind, p.inverted)

@@ -238,12 +238,10 @@ def instances_from_masks(masks, class_ids) -> dict:
     """
     import torch
 
+    from bonelab.datasets import boxes_from_masks
+
     m = np.asarray(masks) > 0
     present = np.flatnonzero(m.reshape(len(m), -1).any(axis=1))
-    boxes = []
-    for i in present:
-        rows, cols = np.flatnonzero(m[i].any(axis=1)), np.flatnonzero(m[i].any(axis=0))
-        boxes.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
-    return {"boxes": torch.tensor(np.asarray(boxes, np.float32).reshape(-1, 4)),
-            "labels": torch.as_tensor(np.asarray(class_ids, np.int64)[present]),
-            "masks": torch.from_numpy(m[present].astype(np.uint8))}
+    kept = torch.from_numpy(m[present].astype(np.uint8))
+    return {"boxes": boxes_from_masks(kept), "labels": torch.as_tensor(np.asarray(class_ids, np.int64)[present]),
+            "masks": kept}
