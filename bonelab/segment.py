@@ -442,13 +442,19 @@ def _prepare(image, model, *, spec, size, pixel_mm, invert, mirror: bool, device
     return _Prepared(net, np.ascontiguousarray(x, dtype=np.float32), size, pixel_mm, train_mm, bool(invert), spec)
 
 
+def _model_device(model, device) -> torch.device:
+    """``device`` if given, else where ``model``'s parameters (or buffers) live (cpu without any)."""
+    if device is not None:
+        return torch.device(device)
+    tensors = [*model.parameters(), *model.buffers()]
+    return tensors[0].device if tensors else torch.device("cpu")
+
+
 @torch.no_grad()
 def _apply_network(model, x: np.ndarray, size, device, sliding: bool, activation) -> np.ndarray:
     """``activation(model(x))`` for one image ``x`` (H, W): (C, H, W); whole or in sliding windows
     of ``size`` (MONAI, Gaussian-weighted blending of the raw outputs)."""
-    tensors = [*model.parameters(), *model.buffers()]
-    dev = torch.device(device) if device is not None else (tensors[0].device if tensors else torch.device("cpu"))
-    t = torch.as_tensor(x[None, None], dtype=torch.float32, device=dev)
+    t = torch.as_tensor(x[None, None], dtype=torch.float32, device=_model_device(model, device))
     if sliding:
         from monai.inferers import sliding_window_inference
 
@@ -512,10 +518,8 @@ def segment_xray(image, model, *, spec=None, size=None, pixel_mm=None, threshold
     softmax = _is_softmax(p.spec)
     prob = _apply(p, device, _softmax if softmax else torch.sigmoid)
     prob = np.ascontiguousarray(prob[:, :, ::-1] if mirror else prob, dtype=np.float32)
-    if softmax:  # one class per pixel: channel 0 is the background, the masks are the other classes
-        winner = prob.argmax(axis=0)
-        masks = np.stack([winner == k for k in range(1, len(prob))])
-        prob = prob[1:]
+    if softmax:
+        masks, prob = _class_masks(prob), prob[1:]
     else:
         masks = prob > threshold
     return (masks, prob) if return_probabilities else masks
@@ -529,6 +533,13 @@ def _is_softmax(spec) -> bool:
 
 def _softmax(output: torch.Tensor) -> torch.Tensor:
     return torch.softmax(output, dim=1)
+
+
+def _class_masks(prob: np.ndarray) -> np.ndarray:
+    """One mask per class but the background (C - 1, H, W) bool from class probabilities
+    (C, H, W), channel 0 the background: each pixel goes to its most probable class."""
+    winner = prob.argmax(axis=0)
+    return np.stack([winner == k for k in range(1, len(prob))])
 
 
 @dataclass
@@ -558,6 +569,16 @@ class BoneExtraction:
     inverted: bool = False
     pixel_mm: tuple | None = None
     sliding: bool = False
+
+
+def _run_spec(model, spec) -> tuple:
+    """``(spec, where)``: ``spec``, or the spec of run folder ``model`` when it is a path and no
+    spec is given (:func:`bonelab.models.read_spec`), and where it came from, for error messages."""
+    if isinstance(model, (str, Path)):
+        from bonelab.models import read_spec
+
+        return (spec if spec is not None else read_spec(model)), f"the run folder {model} (model.json)"
+    return spec, "spec="
 
 
 def _clamped(output: torch.Tensor) -> torch.Tensor:
@@ -617,12 +638,7 @@ def extract_bones(image, model, *, invert="auto", pixel_mm=None, weight: float =
     from bonelab.enhance import _check_weight, enhance, soft_tissue
 
     _check_weight(weight)
-    if isinstance(model, (str, Path)):
-        from bonelab.models import read_spec
-
-        where, spec = (f"the run folder {model} (model.json)", spec if spec is not None else read_spec(model))
-    else:
-        where = "spec="
+    spec, where = _run_spec(model, spec)
     task = getattr(spec, "task", "")
     if spec is not None and (task or where != "spec=") and task != "bones":
         raise InvalidArgumentError(
@@ -711,15 +727,10 @@ def detect_vertebrae(image, model, *, spec=None, score_threshold: float = 0.5, i
 
     >>> # found = detect_vertebrae("lateral.dcm", "runs/lumbar-instance"); found.levels
     """
+    from bonelab.datasets import boxes_from_masks
     from bonelab.tasks import lumbar
 
-    if isinstance(model, (str, Path)):
-        from bonelab.models import read_spec
-
-        spec = spec if spec is not None else read_spec(model)
-        where = f"the run folder {model} (model.json)"
-    else:
-        where = "spec="
+    spec, where = _run_spec(model, spec)
     if spec is None or getattr(spec, "task", "") != lumbar.NAME:
         raise InvalidArgumentError(
             f"{where} is of task {getattr(spec, 'task', None)!r}, not 'lumbar': detect_vertebrae needs a network "
@@ -727,28 +738,22 @@ def detect_vertebrae(image, model, *, spec=None, score_threshold: float = 0.5, i
             "with spec=.")
     p = _prepare(image, model, spec=spec, size=None, pixel_mm=None, invert=invert, mirror=False,
                  device=device, who="detect_vertebrae", strict=True)
-    h, w = p.x.shape
-    padded, (top, left) = _pad_to_aspect(p.x, p.size[1] / p.size[0])
-    x = _resize(padded, p.size, 1).astype(np.float32)
     kind = spec.extra.get("model", "instance")
     if kind == "semantic":
         prob = _apply(p, device, _softmax)
-        winner = prob.argmax(axis=0)
-        levels = np.stack([_largest_region(winner == k) for k in range(1, len(lumbar.CLASS_NAMES))])
+        levels = np.stack([_largest_region(m) for m in _class_masks(prob)])
         scores = np.array([prob[k + 1][m].mean() if m.any() else np.nan for k, m in enumerate(levels)])
-        cmap = lumbar.level_map(levels)
     else:
+        h, w = p.x.shape
+        padded, (top, left) = _pad_to_aspect(p.x, p.size[1] / p.size[0])
+        x = _resize(padded, p.size, 1).astype(np.float32)
         p.net.eval()
-        tensors = [*p.net.parameters()]
-        dev = tensors[0].device if tensors else torch.device("cpu")
         with torch.no_grad():
-            pred = p.net([torch.as_tensor(x[None], device=dev)])[0]
+            pred = p.net([torch.as_tensor(x[None], device=_model_device(p.net, device))])[0]
         small, _, scores = lumbar.instance_levels(pred, spec.extra["labelling"], score_threshold=score_threshold,
                                                   image_size=x.shape)
         levels = _resize(small.astype(np.float32), (len(small),) + padded.shape, 1)[:, top:top + h, left:left + w] > 0.5
-        cmap = lumbar.level_map(levels)
-    from bonelab.datasets import boxes_from_masks
-
+    cmap = lumbar.level_map(levels)
     found = [k for k in range(len(levels)) if levels[k].any()]
     boxes = boxes_from_masks(torch.from_numpy(levels[found])).numpy()
     return VertebraDetection([lumbar.LEVELS[k] for k in found], levels[found], boxes,

@@ -303,7 +303,6 @@ class Geometry(_Detector):
         )
 
 
-
 @dataclass(eq=False)
 class SlotScan(_Detector):
     """A CT localizer (scout, topogram, surview): a slot scan, in LPS mm (see the module docstring).
@@ -442,7 +441,6 @@ class SlotScan(_Detector):
             f"{self.pixel[1]:.3f} mm\n"
             f"u (columns, image right) {_fmt_unit(self.u)}, v (rows, table motion, image down) {_fmt_unit(self.v)}"
         )
-
 
 
 #: Names of the patient directions along the LPS axes: ``{(axis, sign): letter}``, axis 0 = x,

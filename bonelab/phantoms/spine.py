@@ -429,16 +429,11 @@ def lumbar_spine(seed: int, spacing: float = 1.0, implants=False, degeneration=N
     trab = 90.0 + 140.0 * p["density"]
     p["trabecular_hu"] = {lv: trab * (1 + 0.03 * i) for i, lv in enumerate(LEVELS)}
     deg = p["degeneration"]
-    for i in range(5):  # discs first: bone paints over their edges
-        c, phi, h = chain[f"disc{i}"]
-        dims = p["dims"][LEVELS[min(i + 1, 4)]]
+    discs = [(chain[f"disc{i}"], p["dims"][LEVELS[min(i + 1, 4)]]) for i in range(5)]
+    for (c, phi, h), dims in discs + [(chain["disc_t12"], p["dims"]["L1"])]:  # discs first: bone paints over their edges
         disc = sdf.superellipsoid(move.point(c), (dims["width"] / 2 + 1, dims["depth"] / 2 + 1, h / 2 + 3),
                                   _rot(phi), 2.3, 3.0)
         canvas.fill(disc, HU["disc"])
-    c, phi, h = chain["disc_t12"]
-    dims = p["dims"]["L1"]
-    canvas.fill(sdf.superellipsoid(move.point(c), (dims["width"] / 2 + 1, dims["depth"] / 2 + 1, h / 2 + 3), _rot(phi),
-                                   2.3, 3.0), HU["disc"])
     p["vertebrae"], samples, frames = {}, [], []
     for i, level in enumerate(LEVELS):
         c, phi = chain[level]

@@ -226,8 +226,7 @@ def train(data, out, *, model: str = "semantic", labelling: str = "level", epoch
     net = spec.build()
     train_ds, val_ds = (LevelSplit(data, s, model, labelling) for s in ("train", "val"))
     if model == "semantic":
-        fit_metric = level_dice
-        fit = SupervisedTask(DiceCELoss(to_onehot_y=True, softmax=True), fit_metric, target_key="label")
+        fit = SupervisedTask(DiceCELoss(to_onehot_y=True, softmax=True), level_dice, target_key="label")
         lr = 3e-3 if lr is None else lr
     else:
         fit = DetectionTask()
@@ -348,20 +347,17 @@ def predict_levels(model, images, *, spec=None, batch_size: int = 8, score_thres
         maps = predict_batches(model, images, lambda net, x: net(x).argmax(1).to(torch.uint8), batch_size=batch_size,
                                device=device).astype(np.uint8)
         return np.stack([maps == k for k in range(1, 7)], axis=1), maps
-    from bonelab import config
 
-    dev = config.device(device)
-    model = model.to(dev).eval()
-    levels, maps = [], []
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            batch = [torch.from_numpy(x.copy()).to(dev) for x in images[i:i + batch_size]]
-            for pred in model(batch):
-                lv, cm, _ = instance_levels(pred, spec.extra["labelling"], score_threshold=score_threshold,
-                                            image_size=images.shape[2:])
-                levels.append(lv)
-                maps.append(cm)
-    return np.stack(levels), np.stack(maps)
+    def levels_and_map(net, x):  # per image: the 6 level masks and the class map, as 7 channels
+        out = []
+        for pred in net(list(x)):
+            lv, cm, _ = instance_levels(pred, spec.extra["labelling"], score_threshold=score_threshold,
+                                        image_size=images.shape[2:])
+            out.append(np.concatenate([lv, cm[None]]))
+        return torch.from_numpy(np.stack(out))
+
+    packed = predict_batches(model, images, levels_and_map, batch_size=batch_size, device=device)
+    return packed[:, :6] > 0.5, packed[:, 6].astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------
