@@ -23,9 +23,9 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # segment_xray, extract_bones and detect_vertebrae need torch: import them on first use so that `import bonelab`
-    # stays light.
-    if name in ("segment_xray", "extract_bones", "detect_vertebrae"):
+    # segment_xray, extract_bones, detect_vertebrae and segment_ct need torch: import them on first use so that
+    # `import bonelab` stays light.
+    if name in ("segment_xray", "extract_bones", "detect_vertebrae", "segment_ct"):
         from bonelab import segment
 
         return getattr(segment, name)
@@ -48,5 +48,6 @@ __all__ = [
     "__version__",
     "detect_vertebrae",
     "extract_bones",
+    "segment_ct",
     "segment_xray",
 ]

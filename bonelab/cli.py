@@ -8,6 +8,8 @@
     bonelab extract-bones IMAGE --model RUN --out DIR [--weight W] [--invert auto|yes|no]
                    [--pixel-mm MM] [--device cpu|cuda]
     bonelab detect-vertebrae IMAGE --model RUN --out DIR [--score S] [--invert auto|yes|no]
+    bonelab segment-ct CT --model RUN --out LABELS.nii.gz [--side left|right] [--threshold P]
+    bonelab bmd CT --labels LABELS --rods RODS.json [--label N] [--peel-mm MM]
 
 Subcommands live in :data:`COMMANDS` as ``name -> (help, add_arguments, run)``; a later chapter
 adds one (``simulate``, ``train``) by adding an entry.  Errors that bonelab anticipates (a
@@ -220,6 +222,59 @@ def _run_detect_vertebrae(args) -> int:
     return 0
 
 
+# --- bonelab segment-ct / bmd ------------------------------------------------------------------
+def _add_segment_ct(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ct", help="hip CT: NIfTI, NRRD, MetaImage or DICOM folder (HU)")
+    p.add_argument("--model", required=True, metavar="RUN", help="run folder of a 'femur' network (chapter 6)")
+    p.add_argument("--out", required=True, metavar="LABELS", help="label map to write (.nii.gz, .nrrd, .mha)")
+    p.add_argument("--side", choices=["left", "right"], help="which femur (default: the side the network learnt)")
+    p.add_argument("--threshold", type=float, help="probability threshold (default: the run's tuned one, else 0.5)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="torch device (default: cuda if available)")
+
+
+def _run_segment_ct(args) -> int:
+    from bonelab.io import write
+    from bonelab.segment import segment_ct
+
+    labels = segment_ct(args.ct, args.model, side=args.side, threshold=args.threshold, device=args.device)
+    write(labels, args.out)
+    voxel_ml = float(np.prod(labels.spacing)) / 1000.0
+    name = labels.label_names[1]
+    print(f"{args.ct}: {name} {int(labels.array.sum()) * voxel_ml:.1f} mL; wrote {args.out}")
+    return 0
+
+
+def _add_bmd(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ct", help="QCT scan with its calibration phantom: NIfTI, NRRD, MetaImage or DICOM folder")
+    p.add_argument("--labels", required=True, help="label map on the CT's grid (e.g. from bonelab segment-ct)")
+    p.add_argument("--rods", required=True, metavar="JSON",
+                   help="calibration rods: {\"rod_centers_xy_mm\": [[x, y], ...], \"rod_radius_mm\": r, "
+                        "\"concentrations_mg_cm3\": [...]} (LPS mm; concentrations from the certificate)")
+    p.add_argument("--label", type=int, default=1, help="label value of the bone (default 1)")
+    p.add_argument("--peel-mm", type=float, default=3.0, help="cortex peeled off for trabecular BMD (default 3 mm)")
+
+
+def _run_bmd(args) -> int:
+    from bonelab import io, qct
+    from bonelab.files import read_json
+    from bonelab.volume import Volume
+
+    ct = io.read_ct(args.ct, verbose=False)
+    labels = io.read_labels(args.labels, like=ct)
+    mask = Volume((labels.array == args.label).astype(np.uint8), labels.spacing, labels.origin, labels.direction)
+    if not mask.array.any():
+        raise InvalidArgumentError(f"{args.labels} has no voxel of label {args.label}; pick another with --label.")
+    cal = qct.calibrate(ct, read_json(args.rods, what="rods file", make="write the rods' centres and concentrations"))
+    bmd = qct.hu_to_bmd_mg_cm3(ct, cal)
+    print(f"calibration  HU = {cal.intercept_hu:.2f} + {cal.slope_hu_per_mg_cm3:.4f} x mg/cm3 "
+          f"(R2 {cal.r2:.5f}, {cal.n_rods} rods)")
+    print(f"vBMD integral   {qct.vbmd_mg_cm3(bmd, mask):.1f} mg/cm3")
+    print(f"vBMD trabecular {qct.vbmd_mg_cm3(bmd, mask, peel_mm=args.peel_mm):.1f} mg/cm3 "
+          f"(deeper than {args.peel_mm:g} mm)")
+    print(f"aBMD (CTXA-like, AP projection) {qct.areal_bmd_g_cm2(bmd, mask):.3f} g/cm2")
+    return 0
+
+
 # --- writing images ----------------------------------------------------------------------------
 def _stem(path: Path, suffix: str) -> str:
     return path.name[: -len(suffix)]
@@ -285,6 +340,8 @@ COMMANDS = {
                       _add_extract_bones, _run_extract_bones),
     "detect-vertebrae": ("find and name L1-L5 and the sacrum in a lateral lumbar radiograph with a 'lumbar' network",
                          _add_detect_vertebrae, _run_detect_vertebrae),
+    "segment-ct": ("segment the proximal femur in a hip CT with a 'femur' network", _add_segment_ct, _run_segment_ct),
+    "bmd": ("calibrate a QCT scan on its phantom rods and report the BMD of a labelled bone", _add_bmd, _run_bmd),
     "train": ("train a bone segmentation network on a simulated dataset",
               _lazy("bonelab.tasks.command", "add_train_arguments"), _lazy("bonelab.tasks.command", "run_train")),
 }

@@ -682,11 +682,12 @@ class VertebraDetection:
 
 
 def _largest_region(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected region of ``mask`` (H, W) bool: one vertebra is one piece of bone,
-    so a semantic network's stray pixels of a level elsewhere in the film are not part of it."""
+    """The largest 8-connected (26-connected in 3D) region of ``mask`` (H, W) or (D, H, W) bool:
+    one vertebra or one femur is one piece of bone, so a network's stray pixels elsewhere in the
+    image are not part of it."""
     from scipy import ndimage
 
-    regions, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    regions, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
     if n <= 1:
         return mask
     return regions == 1 + int(np.argmax(np.bincount(regions.ravel())[1:]))
@@ -758,3 +759,99 @@ def detect_vertebrae(image, model, *, spec=None, score_threshold: float = 0.5, i
     boxes = boxes_from_masks(torch.from_numpy(levels[found])).numpy()
     return VertebraDetection([lumbar.LEVELS[k] for k in found], levels[found], boxes,
                              np.asarray(scores, np.float32)[found], cmap, kind, p.inverted)
+
+
+# --- CT -----------------------------------------------------------------------------------------
+#: HU -> CT network input: ``(HU - offset) / scale`` (water about 0, dense cortex about 1.5).
+CT_HU_OFFSET, CT_HU_SCALE = 0.0, 1000.0
+
+
+def ct_network_input(hu: np.ndarray, spec=None) -> np.ndarray:
+    """HU -> the input scale of a CT network (``(HU - hu_offset) / hu_scale`` of its spec's
+    ``extra``, by default :data:`CT_HU_OFFSET` and :data:`CT_HU_SCALE`), clipped to [-1, 2], float32."""
+    extra = spec.extra if spec is not None else {}
+    offset = float(extra.get("hu_offset", CT_HU_OFFSET))
+    scale = float(extra.get("hu_scale", CT_HU_SCALE))
+    return np.clip((np.asarray(hu, np.float32) - offset) / scale, -1.0, 2.0)
+
+
+def ct_on_network_grid(roi, spacing_mm):
+    """``roi`` (a CT Volume, HU) on the voxels of a 3D network: ``spacing_mm`` (x, y, z), from the
+    centre of ``roi``'s first voxel over its whole extent, each voxel the mean of the CT over
+    its extent (``resample_onto(..., average=True)``: no aliasing of noise and thin cortex)."""
+    from bonelab.io.spatial import resample_onto
+
+    step = np.asarray(spacing_mm, float)
+    size = np.maximum(1, np.floor((np.asarray(roi.size_mm) - np.asarray(roi.spacing)) / step).astype(int) + 1)
+    return resample_onto(roi, size, step, roi.origin, interpolator="linear", average=True)
+
+
+def ct_probability(net, spec, image_hu: np.ndarray, device=None) -> np.ndarray:
+    """Sigmoid probabilities (C, D, H, W) float32 of a 3D network for one CT region ``image_hu``
+    (D, H, W) already on the network's voxels: MONAI's sliding windows of the spec's
+    ``input_size`` (Gaussian-weighted, a quarter overlap)."""
+    net.eval()
+    size = tuple(spec.input_size) if spec is not None and spec.input_size else tuple(min(64, n) for n in image_hu.shape)
+    x = ct_network_input(image_hu, spec)
+    return _apply_network(net, x, size, device, True, torch.sigmoid).astype(np.float32)
+
+
+def segment_ct(ct, model, *, spec=None, side=None, threshold: float | None = None, largest: bool = True, device=None):
+    """Segment the proximal femur in a reader's CT with a network of the femur task (chapter 6).
+
+    Steps: the hip is found in the image (:func:`bonelab.qct.hip_roi`, a sphere search for the
+    femoral heads), the region of interest is averaged onto the network's voxels (the spec's
+    ``input_spacing_mm``, :func:`ct_on_network_grid`), segmented in sliding windows, the probability resampled back onto the
+    CT's own voxels (linear) and thresholded, and only the largest connected piece kept.
+
+    Parameters
+    ----------
+    ct : bonelab.Volume (HU) or a path (NIfTI, NRRD, DICOM folder: :func:`bonelab.io.read_ct`)
+    model : run folder (its ``model.json`` and ``best.pt``) or a torch module (then pass ``spec``)
+    side : "left" or "right"; default the side the network was trained on (spec ``extra["side"]``)
+    threshold : float or None
+        Probability above which a voxel is femur; None: the threshold tuned on the validation
+        subjects and stored in the spec (``extra["threshold"]``), else 0.5.
+    largest : bool
+        Keep only the largest 26-connected piece.
+
+    Returns
+    -------
+    bonelab.Volume: uint8 label map on the CT's own grid (LPS-aligned, as :func:`bonelab.io.reorient`
+    gives), 1 = ``femur_<side>``, 0 elsewhere.
+
+    Raises
+    ------
+    NotCTError
+        No femoral heads in the CT (not a hip CT).
+    InvalidArgumentError
+        A spec without the network's voxel size, or a side that is neither.
+    """
+    from bonelab import qct
+    from bonelab.io import read_ct
+    from bonelab.io.spatial import resample_onto
+    from bonelab.volume import Volume
+
+    if isinstance(ct, (str, Path)):
+        ct = read_ct(ct, verbose=False)
+    spec, where = _run_spec(model, spec)
+    net, spec = _network(model, spec, device)
+    if spec is None or not spec.input_spacing_mm:
+        raise InvalidArgumentError(f"segment_ct needs the network's voxel size: the spec from {where} has no "
+                                   "input_spacing_mm (train with bonelab.tasks.femur, or pass spec=).")
+    side = side or spec.extra.get("side", "left")
+    threshold = float(spec.extra.get("threshold", 0.5)) if threshold is None else float(threshold)
+    ct = qct._lps(ct, "segment_ct")
+    lo, hi = qct.hip_roi(ct, side)
+    roi = qct.crop_mm(ct, lo, hi)
+    net_grid = ct_on_network_grid(roi, np.asarray(spec.input_spacing_mm, float)[::-1])  # spec is (z, y, x)
+    prob = ct_probability(net, spec, net_grid.array, device)[0]
+    back = resample_onto(Volume(prob, net_grid.spacing, net_grid.origin), roi.size, roi.spacing, roi.origin,
+                         interpolator="linear").array
+    mask = back > threshold
+    if largest and mask.any():
+        mask = _largest_region(mask)
+    labels = np.zeros(ct.shape, np.uint8)
+    k0 = np.rint((np.asarray(roi.origin) - np.asarray(ct.origin)) / np.asarray(ct.spacing)).astype(int)[::-1]
+    labels[k0[0]:k0[0] + roi.shape[0], k0[1]:k0[1] + roi.shape[1], k0[2]:k0[2] + roi.shape[2]] = mask
+    return Volume(labels, ct.spacing, ct.origin, ct.direction, label_names={1: f"femur_{side}"})

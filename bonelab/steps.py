@@ -205,6 +205,41 @@ class SupervisedTask(TrainingTask):
         return _floats(terms), scores
 
 
+class L2RegularisedTask(SupervisedTask):
+    """:class:`SupervisedTask` whose training loss adds ``l2`` times the sum of the squared weights
+    (of convolutions and linear layers; biases and normalisation parameters are left out), the
+    compound "loss + L2 regulariser" of papers such as Zhao et al. 2020 (proximal femur V-Net).
+
+    An L2 term in the loss is what *coupled* weight decay does (``torch.optim.Adam(weight_decay=)``:
+    the gradient gains ``2 * l2 * w``, which Adam then rescales per parameter); AdamW's decoupled
+    decay shrinks the weights outside the adaptive step and is a different regulariser, so train
+    this task with ``weight_decay=0``.  The terms are reported as ``loss``, ``fit`` (the data
+    term) and ``l2``; validation scores the data term only.
+
+    >>> from bonelab.datasets import shapes_dataset
+    >>> from bonelab.losses import segmentation_loss
+    >>> task = L2RegularisedTask(segmentation_loss(), l2=1e-3)
+    >>> batch = task.prepare_batch(task.collate([shapes_dataset(2, 16)[i] for i in range(2)]), torch.device("cpu"))
+    >>> net = torch.nn.Conv2d(1, 2, 3, padding=1)
+    >>> terms = task.training_loss(net, batch)
+    >>> bool(torch.isclose(terms["loss"], terms["fit"] + 1e-3 * net.weight.pow(2).sum()))
+    True
+    """
+
+    def __init__(self, loss: Callable, metric_fn: Callable | None = None, *, l2: float = 1e-5, **kwargs):
+        super().__init__(loss, metric_fn, **kwargs)
+        if not l2 >= 0:
+            raise InvalidArgumentError(f"l2 must be >= 0; got {l2}.")
+        self.l2 = float(l2)
+
+    def training_loss(self, model: torch.nn.Module, batch) -> dict:
+        fit = _terms(super().training_loss(model, batch), "the loss")["loss"]
+        weights = [m.weight for m in model.modules()
+                   if isinstance(m, (torch.nn.modules.conv._ConvNd, torch.nn.Linear))]
+        penalty = sum(w.float().pow(2).sum() for w in weights)
+        return {"loss": fit + self.l2 * penalty, "fit": fit.detach(), "l2": penalty.detach()}
+
+
 class DetectionTask(TrainingTask):
     """Training of torchvision-style detection and instance-segmentation models (Mask R-CNN).
 

@@ -520,3 +520,19 @@ def test_histogram_peaks_finds_the_tissue_peaks_most_prominent_first():
     assert peaks[0][1] == max(c for _, c in peaks)  # the air peak, the tallest, is the most prominent
     assert io.histogram_peaks(hu, n_max=1) == peaks[:1]
     assert io.histogram_peaks(np.zeros(0)) == []
+
+
+def test_resample_onto_average_means_over_each_output_voxel():
+    from bonelab.io.spatial import resample_onto
+
+    rng = np.random.default_rng(0)
+    noise = Volume(rng.normal(0.0, 100.0, (64, 64, 64)).astype(np.float32), (0.5, 0.5, 0.5))
+    args = ((8, 8, 8), (4.0, 4.0, 4.0), (2.0, 2.0, 2.0))  # output centres on input centres
+    sampled = resample_onto(noise, *args).array.std()
+    averaged = resample_onto(noise, *args, average=True).array.std()
+    # a sample at a voxel centre keeps the noise (std ~100); the mean over 8^3 input voxels divides
+    # it by about sqrt(512) ~ 23 for a box (less for the Gaussian that stands in for it)
+    assert sampled > 80 and averaged < 100 / 10
+    labels = Volume(np.zeros((4, 4, 4), np.uint8), label_names={1: "bone"})
+    with pytest.raises(InvalidArgumentError, match="label map"):
+        resample_onto(labels, (2, 2, 2), (2.0, 2.0, 2.0), (0.5, 0.5, 0.5), average=True)

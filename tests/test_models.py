@@ -30,11 +30,39 @@ def test_unet2d_rejects_a_single_level():
         unet2d(channels=(16,))
 
 
-def test_vnet3d_is_monais_full_size_vnet():
-    net = vnet3d(in_channels=1, out_channels=3)
-    assert count_parameters(net) == pytest.approx(45.6e6, rel=0.01)
+def test_vnet3d_counts_the_parameters_of_its_layers():
+    # widths (4, 8), one conv per stage, 3x3x3, batch norm; by hand:
+    stem = (4 * 27 + 4) + 2 * 4 + 4                       # conv 1->4, BN, PReLU
+    stage8 = (8 * 8 * 27 + 8) + 2 * 8 + 8 + 8             # conv 8->8, BN, PReLU, residual PReLU
+    down = (8 * 4 * 8 + 8) + 2 * 8 + 8 + stage8           # strided 2x2x2 conv 4->8, BN, PReLU, stage
+    up = (8 * 4 * 8 + 4) + 2 * 4 + 4 + stage8             # transposed 8->4, BN, PReLU; stage at 2 * 4
+    head = 8 + 1                                          # 1x1x1 conv 8->1
+    net = vnet3d(widths=(4, 8), convs=(1, 1), kernel_size=3)
+    assert count_parameters(net) == stem + down + up + head
+    assert net(torch.zeros(2, 1, 8, 12, 16)).shape == (2, 1, 8, 12, 16)
+
+
+def test_vnet3d_default_is_the_papers_network():
+    net = vnet3d(in_channels=1, out_channels=2)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert {m.kernel_size for m in convs if m.stride == (1, 1, 1)} == {(5, 5, 5), (1, 1, 1)}
+    # the paper: 1, 2, 3, 3, 3 convolutions down and 3, 3, 2, 1 up, 16-256 maps
+    assert sum(m.kernel_size == (5, 5, 5) for m in convs) == 1 + 2 + 3 + 3 + 3 + 3 + 3 + 2 + 1
+    assert max(m.out_channels for m in convs) == 256
+    assert any(isinstance(m, torch.nn.PReLU) for m in net.modules())
     net.eval()
     with torch.no_grad():
-        assert net(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
-    with pytest.raises(InvalidArgumentError, match="divide 16"):
-        vnet3d(in_channels=3)
+        assert net(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 2, 16, 16, 16)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"widths": (8,), "convs": (1,)}, "two levels"),
+    ({"widths": (8, 16), "convs": (1, 1, 1)}, "two levels"),
+    ({"widths": (8, 15), "convs": (1, 1)}, "even"),
+    ({"kernel_size": 4}, "odd"),
+    ({"dropout": 1.0}, "dropout"),
+    ({"norm": "group"}, "norm"),
+])
+def test_vnet3d_rejects_impossible_settings(kwargs, match):
+    with pytest.raises(InvalidArgumentError, match=match):
+        vnet3d(**{"widths": (8, 16), "convs": (1, 1), **kwargs})

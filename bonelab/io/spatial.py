@@ -37,13 +37,21 @@ def _interpolator(interpolator, is_label: bool):
     return interpolator  # a SimpleITK constant such as sitk.sitkBSpline
 
 
-def resample_onto(volume: Volume, size, spacing, origin, direction=None, *, interpolator=None) -> Volume:
+def resample_onto(volume: Volume, size, spacing, origin, direction=None, *, interpolator=None,
+                  average: bool = False) -> Volume:
     """Resample ``volume`` onto the grid of ITK-order ``size`` (nx, ny, nz), ``spacing`` (x, y, z)
     mm, ``origin`` (x, y, z) LPS mm and ``direction`` (3x3; default identity).  Voxels outside
     the input get the CT's minimum (0 for labels).  Linear interpolation for CT (float32),
     nearest neighbour for label maps (``volume.is_label``), unless ``interpolator`` (as in
     :func:`resample`).  The one resampling step of bonelab: :func:`resample`, ``read_labels(...,
     resample=True)`` and the oblique-volume figures of :mod:`bonelab.viz` all go through it.
+
+    ``average=True`` (intensity volumes, going to coarser voxels): each output voxel takes the
+    mean of the input over its own extent instead of a sample at its centre, so that noise and
+    fine detail do not alias: the input is first smoothed along each axis by a Gaussian with the
+    variance of a box one output voxel wide (less that of an input voxel), as SimpleITK's
+    interpolators do not average.  A 0/1 mask resampled this way gives how much of each output
+    voxel it fills.
 
     >>> import numpy as np
     >>> from bonelab import Volume
@@ -60,6 +68,13 @@ def resample_onto(volume: Volume, size, spacing, origin, direction=None, *, inte
     image = volume.to_sitk()
     if not volume.is_label:
         image = sitk.Cast(image, sitk.sitkFloat32)
+    if average:
+        if volume.is_label:
+            raise InvalidArgumentError("average=True averages intensities; a label map has none (pass its 0/1 "
+                                       "indicator as an intensity volume to get occupancy fractions).")
+        sigma = [(max(0.0, float(c) ** 2 - f**2) / 12.0) ** 0.5 for c, f in zip(spacing, volume.spacing)]
+        if max(sigma) > 0:
+            image = sitk.SmoothingRecursiveGaussian(image, [max(v, 1e-3) for v in sigma])
     default = 0.0 if volume.is_label else float(volume.array.min())
     out = sitk.Resample(image, ref, sitk.Transform(), _interpolator(interpolator, volume.is_label), default,
                         image.GetPixelID())

@@ -20,7 +20,7 @@ name                what
 Adding a chapter task is adding a module here and one line to :data:`TASKS`.
 
 >>> sorted(TASKS)
-['bones', 'lumbar', 'wrist']
+['bones', 'femur', 'lumbar', 'wrist']
 >>> task("wrist").PROTOCOL
 'wrist'
 """
@@ -31,7 +31,8 @@ import importlib
 
 from bonelab.errors import InvalidArgumentError
 
-TASKS = {"wrist": "bonelab.tasks.wrist", "bones": "bonelab.tasks.bones", "lumbar": "bonelab.tasks.lumbar"}
+TASKS = {"wrist": "bonelab.tasks.wrist", "bones": "bonelab.tasks.bones", "lumbar": "bonelab.tasks.lumbar",
+         "femur": "bonelab.tasks.femur"}
 """Task name -> module path (imported on first use: the modules pull in torch and MONAI)."""
 
 

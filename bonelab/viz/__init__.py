@@ -24,7 +24,7 @@ Figure functions create figures through pyplot, so in a notebook write ``fig = s
 """
 
 from bonelab.viz.colors import label_colors
-from bonelab.viz.figures import orientation_markers, save_figure
+from bonelab.viz.figures import bland_altman, orientation_markers, save_figure
 from bonelab.viz.histogram import hu_histogram
 from bonelab.viz.overlay import overlay
 from bonelab.viz.projection import draw_geometry, film_markers, geometry_figure, show_film
@@ -33,6 +33,7 @@ from bonelab.viz.surfaces import Surface, bone_surfaces, render_bone_3d, view3d
 from bonelab.viz.widgets import SliceViewer, slice_viewer
 
 __all__ = [
+    "bland_altman",
     "VIEWS",
     "SliceViewer",
     "Surface",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from bonelab.files import atomic_path
 
 # Where the letters sit, in axes fractions, with their alignment: at the middle of each edge.
@@ -61,3 +63,32 @@ def save_figure(fig, path, *, dpi=150) -> Path:
 
 
 __all__ = ["orientation_markers", "save_figure"]
+
+
+def bland_altman(ax, measured, reference, *, units: str = "", what: str = "value"):
+    """A Bland-Altman plot on ``ax``: per case the difference ``measured - reference`` against
+    their mean, with the mean difference (bias) and the 95 % limits of agreement (bias +- 1.96 SD
+    of the differences) as lines.  Returns ``(bias, sd)`` of the differences, in ``units``.
+
+    >>> import matplotlib.pyplot as plt
+    >>> _, ax = plt.subplots()
+    >>> bland_altman(ax, [1.0, 2.0, 3.0], [1.0, 2.0, 2.0])[0] > 0
+    True
+    """
+    from bonelab.errors import InvalidArgumentError
+
+    m, r = np.asarray(measured, float), np.asarray(reference, float)
+    if m.shape != r.shape or m.ndim != 1 or m.size < 2:
+        raise InvalidArgumentError(f"bland_altman needs two 1D sequences of one length >= 2; got {m.shape}, {r.shape}.")
+    diff, mean = m - r, (m + r) / 2
+    bias, sd = float(diff.mean()), float(diff.std(ddof=1))
+    ax.scatter(mean, diff, s=22, color="tab:blue", zorder=3)
+    unit = f" ({units})" if units else ""
+    ax.axhline(bias, color="k", lw=1, label=f"bias {bias:+.3g}{unit}")
+    for sign in (-1, 1):
+        ax.axhline(bias + sign * 1.96 * sd, color="k", lw=0.8, ls="--")
+    ax.axhline(0.0, color="0.6", lw=0.6)
+    ax.set_xlabel(f"mean of measured and reference {what}{unit}")
+    ax.set_ylabel(f"measured - reference{unit}")
+    ax.legend(loc="best", fontsize=8, title=f"limits of agreement +-{1.96 * sd:.3g}", title_fontsize=8)
+    return bias, sd
