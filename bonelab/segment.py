@@ -1,4 +1,5 @@
-"""Apply a trained network to a reader's own radiograph: bone segmentation and bone extraction.
+"""Apply a trained network to a reader's own radiograph or CT: bone segmentation, bone extraction,
+vertebra detection, and the proximal femur in a hip CT.
 
 :func:`segment_xray` (chapter 3) takes a PNG, TIFF, JPEG or DICOM file (or an array) and returns
 one mask per bone at the size of the input; :func:`extract_bones` (chapter 4) returns the
@@ -27,6 +28,10 @@ output's activation differs (sigmoid probabilities for masks, the linear output 
    :class:`~bonelab.models.ModelSpec`), the image is instead resampled to the training spacing
    and segmented with MONAI's sliding-window inference, so bones keep the size in pixels the
    network learned.
+
+:func:`detect_vertebrae` (chapter 5) names L1-L5 and the sacrum of a lateral lumbar film;
+:func:`segment_ct` (chapter 6) returns the proximal femur of a hip CT as a label map on the CT's
+own grid (its docstring lists its steps).
 
 >>> import numpy as np, torch
 >>> net = torch.nn.Conv2d(1, 2, 1)                 # a stand-in "network": 2 output channels
@@ -801,8 +806,9 @@ def segment_ct(ct, model, *, spec=None, side=None, threshold: float | None = Non
 
     Steps: the hip is found in the image (:func:`bonelab.qct.hip_roi`, a sphere search for the
     femoral heads), the region of interest is averaged onto the network's voxels (the spec's
-    ``input_spacing_mm``, :func:`ct_on_network_grid`), segmented in sliding windows, the probability resampled back onto the
-    CT's own voxels (linear) and thresholded, and only the largest connected piece kept.
+    ``input_spacing_mm``, :func:`ct_on_network_grid`) and segmented in sliding windows; the
+    probability is resampled back onto the CT's own voxels (linear) and thresholded, and only
+    the largest connected piece is kept.
 
     Parameters
     ----------

@@ -139,3 +139,11 @@ def test_bmd_command_reads_the_rods_and_reports(tmp_path, capsys):
     (tmp_path / "rods.json").write_text(json.dumps({**rods, "concentrations_mg_cm3": rods["concentrations_mg_cm3"][::-1]}))
     assert main(args) == 1
     assert "slope" in capsys.readouterr().err
+    one_rod = {**rods, "rod_centers_xy_mm": rods["rod_centers_xy_mm"][:1], "concentrations_mg_cm3": [50.0]}
+    (tmp_path / "rods.json").write_text(json.dumps(one_rod))
+    assert main(args) == 1
+    assert "at least two rods" in capsys.readouterr().err
+    io.write(Volume(femur_only.array[:, ::2, ::2].copy(), (5.0, 5.0, 2.5), s.ct.origin), tmp_path / "coarse.nii.gz")
+    assert main(["bmd", str(tmp_path / "ct.nii.gz"), "--labels", str(tmp_path / "coarse.nii.gz"), "--rods",
+                 str(tmp_path / "rods.json")]) == 1
+    assert "grid" in capsys.readouterr().err
