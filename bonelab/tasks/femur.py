@@ -19,7 +19,8 @@ A data set folder holds ``dataset.json`` and one ``subject-NNNN.npz`` per subjec
 
 >>> # make_dataset("data/femur", subjects=24)
 >>> # model, result = train("data/femur", "runs/femur", epochs=20)
->>> # rows = evaluate(load_model("runs/femur"), "data/femur", "test")
+>>> # test = load_subjects("data/femur", "test", keys=EVAL_KEYS)
+>>> # rows = score(test, predict(load_model("runs/femur"), test))
 """
 
 from __future__ import annotations
@@ -372,13 +373,14 @@ def _masks_on(prob: np.ndarray, meta: dict, key: str, threshold: float = 0.5) ->
     largest piece."""
     from bonelab.segment import _largest_region
 
-    like = volume_of(meta, key, np.zeros(_shape_of(meta, key), np.uint8))
+    like = _empty_grid(meta, key)
     back = _onto(volume_of(meta, "image", prob), like, linear=True).array > threshold
     return _largest_region(back) if back.any() else back
 
 
-def _shape_of(meta: dict, key: str) -> tuple:
-    return tuple(meta[f"{key}_grid"]["shape"])
+def _empty_grid(meta: dict, key: str) -> Volume:
+    """An all-zero Volume on a subject's grid ``key``: the geometry to resample onto."""
+    return volume_of(meta, key, np.zeros(tuple(meta[f"{key}_grid"]["shape"]), np.uint8))
 
 
 #: Values and names of :func:`comparison_labels`.
@@ -412,7 +414,7 @@ def regions_of(meta: dict, key: str) -> dict:
     """:func:`bonelab.qct.femur_regions` of a subject on its grid ``key`` (from the phantom's axes)."""
     from bonelab import qct
 
-    like = volume_of(meta, key, np.zeros(_shape_of(meta, key), np.uint8))
+    like = _empty_grid(meta, key)
     return qct.femur_regions(like, **meta["axes"])
 
 
