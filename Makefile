@@ -66,6 +66,7 @@ bench: venv
 	$(VENV_PY) -m pip install -q --no-deps "diffdrr==0.6.1"
 	$(VENV_PY) benchmarks/phantoms_speed.py
 	$(VENV_PY) benchmarks/drr_vs_diffdrr.py --record
+	$(VENV_PY) benchmarks/simulate_speed.py --record
 
 clean:
 	rm -rf _build .pytest_cache

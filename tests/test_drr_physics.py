@@ -118,6 +118,32 @@ def test_spectrum_is_cached_and_frozen():
         s.fluence[0] = 1.0
 
 
+def test_spectrum_disk_cache_returns_spekpys_result_without_spekpy(tmp_path, monkeypatch):
+    monkeypatch.setenv("BONELAB_DATA", str(tmp_path))
+    args = (66.0, 3.0, 2.0, 12.0, ())
+    path = P.spectrum_cache_file(*args)
+    assert tmp_path in path.parents and "spekpy-" in path.parent.name and not path.exists()
+    P._spectrum_cached.cache_clear()
+    first = P.spectrum(66, 3.0, bin_keV=2.0)
+    assert path.exists()
+
+    def no_spekpy(*a):
+        raise AssertionError("spekpy called although the spectrum is on disk")
+
+    monkeypatch.setattr(P, "_spekpy_spectrum", no_spekpy)
+    P._spectrum_cached.cache_clear()
+    again = P.spectrum(66, 3.0, bin_keV=2.0)
+    assert again is not first
+    np.testing.assert_array_equal(again.fluence, first.fluence)
+    np.testing.assert_array_equal(again.energies_keV, first.energies_keV)
+    assert P.spectrum_cache_file(66.0, 3.5, 2.0, 12.0, ()) != path  # another filtration, another file
+    monkeypatch.undo()
+    path.write_bytes(b"not an npz")  # a damaged file is modelled again, not an error
+    P._spectrum_cached.cache_clear()
+    np.testing.assert_array_equal(P.spectrum(66, 3.0, bin_keV=2.0).fluence, first.fluence)
+    P._spectrum_cached.cache_clear()
+
+
 @pytest.mark.parametrize("kwargs", [
     {"kvp": -80}, {"kvp": 0}, {"kvp": float("nan")}, {"kvp": 80, "filtration_mm_al": -1},
     {"kvp": 80, "bin_keV": 40}, {"kvp": 80, "extra_filtration": {"Unobtainium": 1.0}},

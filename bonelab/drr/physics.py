@@ -382,6 +382,52 @@ class Spectrum:
 
 @functools.lru_cache(maxsize=64)
 def _spectrum_cached(kvp, filtration_mm_al, bin_keV, anode_angle_deg, extra) -> Spectrum:
+    """The spectrum from memory, else from the disk cache, else modelled by spekpy (and saved)."""
+    k, fluence = _spekpy_spectrum_on_disk(kvp, filtration_mm_al, bin_keV, anode_angle_deg, extra)
+    # Bins below 1e-6 of the peak (the lowest energies, absorbed by the filter) carry a negligible
+    # share of the photons; dropping them makes polychromatic rendering cheaper.
+    keep = fluence >= 1e-6 * fluence.max()
+    return Spectrum(k[keep], fluence[keep], float(kvp), float(filtration_mm_al), float(anode_angle_deg), extra)
+
+
+def spectrum_cache_file(kvp, filtration_mm_al, bin_keV, anode_angle_deg, extra=()):
+    """Where :func:`spectrum` keeps spekpy's result for these settings:
+    ``data_dir()/spectra/spekpy-<version>/<key>.npz``.  spekpy takes 0.3-2 s per spectrum (more
+    than rendering a radiograph) and every process (each chapter, each simulation worker) would
+    model the same few spectra again; the folder carries spekpy's version, so an upgrade that
+    changes its model never reads old results."""
+    import hashlib
+    import json
+    from importlib.metadata import version
+
+    from bonelab.config import data_dir
+
+    settings = [float(kvp), float(filtration_mm_al), float(bin_keV), float(anode_angle_deg),
+                [[str(m), float(t)] for m, t in extra]]
+    key = hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:16]
+    return data_dir() / "spectra" / f"spekpy-{version('spekpy')}" / f"{key}.npz"
+
+
+def _spekpy_spectrum_on_disk(kvp, filtration_mm_al, bin_keV, anode_angle_deg, extra):
+    """(bin centres keV, photons / cm2 / mAs at 1 m per bin), read from the cache file or modelled
+    and written there (atomically: a concurrent worker reads a whole file or none)."""
+    import os
+
+    path = spectrum_cache_file(kvp, filtration_mm_al, bin_keV, anode_angle_deg, extra)
+    try:
+        with np.load(path) as f:
+            return f["energies_keV"], f["fluence"]
+    except (OSError, KeyError, ValueError):  # absent or unreadable: model it again
+        pass
+    k, fluence = _spekpy_spectrum(kvp, filtration_mm_al, bin_keV, anode_angle_deg, extra)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, energies_keV=k, fluence=fluence)
+    os.replace(tmp, path)
+    return k, fluence
+
+
+def _spekpy_spectrum(kvp, filtration_mm_al, bin_keV, anode_angle_deg, extra):
     import spekpy
 
     try:
@@ -394,17 +440,13 @@ def _spectrum_cached(kvp, filtration_mm_al, bin_keV, anode_angle_deg, extra) -> 
             f"{bin_keV} keV, anode {anode_angle_deg} deg, extra filters {extra}: {err}. Filters "
             "take spekpy material names ('Cu', 'Al', 'Water, Liquid', ...) and thicknesses in mm."
         ) from err
-    fluence = np.asarray(phi, dtype=float) * bin_keV
-    # Bins below 1e-6 of the peak (the lowest energies, absorbed by the filter) carry a negligible
-    # share of the photons; dropping them makes polychromatic rendering cheaper.
-    keep = fluence >= 1e-6 * fluence.max()
-    return Spectrum(np.asarray(k, dtype=float)[keep], fluence[keep], float(kvp),
-                    float(filtration_mm_al), float(anode_angle_deg), extra)
+    return np.asarray(k, dtype=float), np.asarray(phi, dtype=float) * bin_keV
 
 
 def spectrum(kvp: float, filtration_mm_al: float = 2.5, *, bin_keV: float = 1.0,
              anode_angle_deg: float = 12.0, extra_filtration=None) -> Spectrum:
-    """Tungsten-anode tube spectrum from spekpy {cite}`spekpy`, cached per argument set.
+    """Tungsten-anode tube spectrum from spekpy {cite}`spekpy`, cached per argument set (in
+    memory, and on disk: :func:`spectrum_cache_file`).
 
     Parameters
     ----------

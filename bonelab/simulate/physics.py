@@ -111,8 +111,9 @@ def filtered_spectrum(base, filtration_mm_al: float):
 
 def base_spectra(kvps, ranges: dict) -> dict:
     """``{kvp: spectrum}`` at the lowest filtration of ``ranges`` (2 keV bins), for
-    :func:`filtered_spectrum`.  Each spectrum is modelled once per process (spekpy is slow;
-    :func:`bonelab.drr.physics.spectrum` caches)."""
+    :func:`filtered_spectrum`.  spekpy models each one once per machine:
+    :func:`bonelab.drr.physics.spectrum` keeps them in memory and on disk
+    (:func:`bonelab.drr.physics.spectrum_cache_file`)."""
     from bonelab.drr import physics as ph
 
     f0 = float(ranges["filtration_mm_al"][0])
