@@ -1,6 +1,8 @@
 # bonelab: two commands do everything on a fresh machine.
-#   make book   build the HTML book into _build/html, executing every chapter (full size)
-#   make test   lint (ruff), then unit tests + every chapter under nbval, in quick mode (BONELAB_QUICK=1)
+#   make book   build the HTML book into _build/html, executing every chapter (full size; chapters
+#               whose code and package are unchanged since the last build come from its cache)
+#   make test   lint (ruff), then unit tests + every chapter under nbval, in quick mode (BONELAB_QUICK=1),
+#               then the quick-mode book opened page by page in headless Chromium
 # Set-up is automatic: the first run creates .venv and installs bonelab into it.
 # On a machine with its own PyTorch (a GPU box): `make test-gpu VENV_PY=python3` uses that
 # interpreter as it is and installs nothing.
@@ -11,8 +13,19 @@ VENV_PY ?= $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 CHAPTERS := $(sort $(wildcard book/*.ipynb))
+BUILD_BOOK := $(VENV_PY) -c "import sys; from jupyter_book.cli.main import main; sys.exit(main())" build . --builder html
+# Executed chapters are cached (jupyter-cache, in _build/.jupyter_cache): a chapter runs again when its
+# code cells change. jupyter-cache hashes only a notebook's cells, so the package the chapters call
+# enters through this key: when bonelab's source (or pyproject.toml) differs from the one the cache
+# was filled with, the cache is emptied and every chapter runs again. A fresh clone has no cache.
+PACKAGE_KEY := $(shell find bonelab pyproject.toml -type f \( -name '*.py' -o -name '*.yaml' -o -name '*.toml' \) | LC_ALL=C sort | xargs cat | cksum | cut -d' ' -f1)
+define fresh_cache
+	@if [ "$$(cat $(1)/.bonelab-package-key 2>/dev/null)" != "$(PACKAGE_KEY)" ]; then \
+	  echo "bonelab changed since $(1)/.jupyter_cache was filled: every chapter runs again"; \
+	  rm -rf $(1)/.jupyter_cache; mkdir -p $(1); echo "$(PACKAGE_KEY)" > $(1)/.bonelab-package-key; fi
+endef
 
-.PHONY: book lint test test-unit test-book test-gpu bench clean venv
+.PHONY: book book-quick lint test test-unit test-book test-browser system-deps test-gpu bench clean venv
 
 ifeq ($(VENV_PY),$(VENV)/bin/python)
 venv: $(STAMP)
@@ -37,9 +50,35 @@ venv:
 	@echo "using $(VENV_PY) as it is"
 endif
 
-book: venv
-	$(VENV_PY) -c "import sys; from jupyter_book.cli.main import main; sys.exit(main())" build . --builder html
+# Offline: MathJax, require.js and the widget manager are served from the built site, not from CDNs
+# (offline, formulas would show as raw LaTeX and chapter 1's slice viewer as nothing). They come from
+# the npm registry, pinned, into book/_static/vendor (ignored by git); _config.yml points at them.
+VENDOR := book/_static/vendor
+NPM_ASSETS := mathjax@3.2.2 requirejs@2.3.7 @jupyter-widgets/html-manager@1.0.15
+$(VENDOR)/.complete: | system-deps
+	rm -rf $(VENDOR) $(VENDOR).tmp && mkdir -p $(VENDOR).tmp $(VENDOR)/mathjax $(VENDOR)/widgets
+	cd $(VENDOR).tmp && npm pack --silent $(NPM_ASSETS) >/dev/null && for f in *.tgz; do mkdir -p "$${f%.tgz}" && tar xzf "$$f" -C "$${f%.tgz}"; done
+	cp -r $(VENDOR).tmp/mathjax-3.2.2/package/es5/tex-chtml.js $(VENDOR).tmp/mathjax-3.2.2/package/es5/input \
+	  $(VENDOR).tmp/mathjax-3.2.2/package/es5/a11y $(VENDOR).tmp/mathjax-3.2.2/package/es5/ui \
+	  $(VENDOR).tmp/mathjax-3.2.2/package/es5/sre $(VENDOR).tmp/mathjax-3.2.2/package/es5/adaptors $(VENDOR)/mathjax/
+	mkdir -p $(VENDOR)/mathjax/output && cp -r $(VENDOR).tmp/mathjax-3.2.2/package/es5/output/chtml* $(VENDOR)/mathjax/output/
+	cp $(VENDOR).tmp/mathjax-3.2.2/package/LICENSE $(VENDOR)/mathjax/
+	cp $(VENDOR).tmp/requirejs-2.3.7/package/require.js $(VENDOR)/widgets/
+	cd $(VENDOR).tmp/jupyter-widgets-html-manager-1.0.15/package/dist && cp embed-amd.js *.woff* *.eot *.ttf *.svg $(CURDIR)/$(VENDOR)/widgets/
+	# the widgets' icon fonts, where their style sheets look for them (relative to the chapter pages)
+	for d in site/book/@jupyter-widgets site/book/@jupyter-widgets/html-manager/dist; do mkdir -p $(VENDOR)/$$d && \
+	  cp $(VENDOR)/widgets/*.woff* $(VENDOR)/widgets/*.eot $(VENDOR)/widgets/*.ttf $(VENDOR)/widgets/*.svg $(VENDOR)/$$d/; done
+	rm -rf $(VENDOR).tmp && touch $@
+
+book: venv $(VENDOR)/.complete
+	$(call fresh_cache,_build)
+	$(BUILD_BOOK)
 	@echo "open _build/html/index.html"
+
+# The book in quick mode, into its own folder (and its own cache): what the browser test opens.
+book-quick: venv $(VENDOR)/.complete
+	$(call fresh_cache,_build/quick/_build)
+	BONELAB_QUICK=1 $(BUILD_BOOK) --path-output _build/quick
 
 # Lint: pyflakes, pycodestyle, isort, bugbear and pyupgrade rules (see [tool.ruff] in pyproject.toml),
 # over the package, the tests, the benchmarks and the chapters (ruff reads .ipynb too).
@@ -48,6 +87,18 @@ lint: venv
 
 test: venv lint
 	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q tests bonelab $(NBVAL) $(CHAPTERS)
+	$(MAKE) test-browser
+
+# The quick-mode book in headless Chromium, offline (tests/book_site.py): console errors, broken
+# images, tracebacks, dead links, missing figures; screenshots into _build/quick/_build/screenshots.
+# Chromium, its driver and npm (for the offline assets) are Debian packages, installed when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v npm >/dev/null || \
+	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver npm)
+
+test-browser: venv system-deps book-quick
+	BONELAB_BOOK_HTML=$(CURDIR)/_build/quick/_build/html MPLBACKEND=Agg $(VENV_PY) -m pytest -q tests/test_book_browser.py
 
 test-unit: venv
 	BONELAB_QUICK=1 MPLBACKEND=Agg $(VENV_PY) -m pytest -q tests bonelab

@@ -1,5 +1,7 @@
 """The ``bonelab`` command.
 
+::
+
     bonelab info CT
     bonelab drr CT [--labels LABELS] [--view pa|ap|lateral-left|lateral-right|oblique|carm]
                    [--angle DEG [DEG ...]] [--tilt DEG] [--sid MM] [--sdd MM] [--size N | --size W H]
@@ -349,6 +351,7 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``bonelab`` argument parser: one subcommand per entry of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(prog="bonelab", description="Deep-learning bone imaging from CT to X-ray.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_, add, run) in COMMANDS.items():

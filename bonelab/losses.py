@@ -151,7 +151,7 @@ class MSSSIML1Loss(torch.nn.Module):
         self.alpha, self.data_range, self.win_size, self.scales = alpha, data_range, win_size, scales
 
     def multiscale(self, shape) -> bool:
-        """True when MS-SSIM applies to inputs of ``shape`` (N, C, *spatial), False for SSIM:
+        """True when MS-SSIM applies to inputs of ``shape`` ``(N, C, *spatial)``, False for SSIM:
         ``scales="auto"`` by the image size, ``"single"`` never, ``"multi"`` always (images too
         small for it raise)."""
         fits = min(shape[2:]) >= ms_ssim_min_side(self.win_size)

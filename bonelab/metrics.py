@@ -7,7 +7,7 @@
   :func:`frequency_weighted_iou`.
 * Image quality of predicted images against references: :func:`image_quality` (RMSE, PSNR,
   SSIM, MS-SSIM per image, through MONAI's metrics), chapter 4.
-* Agreement of measured volumes: :func:`volume_agreement` (R², regression line, mean |difference|).
+* Agreement of measured volumes: :func:`volume_agreement` (R², regression line, mean absolute difference).
 
 Conventions shared by all functions here:
 

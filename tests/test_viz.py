@@ -257,7 +257,7 @@ def test_view3d_falls_back_without_a_front_end(capsys, monkeypatch):
     vol, _ = _sphere(np.eye(3))
     fig = viz.view3d(vol, step=2)
     assert isinstance(fig, matplotlib.figure.Figure) and fig.axes[0].name == "3d"
-    assert capsys.readouterr().out.startswith("view3d: static rendering (")
+    assert capsys.readouterr().out.startswith("3D view: a static rendering (")
 
     fake = types.ModuleType("itkwidgets")
     fake.view = lambda **kw: (_ for _ in ()).throw(RuntimeError("self.server is None"))

@@ -180,7 +180,7 @@ def _read_dicom_folder(folder: Path, series_uid, verbose: bool, check_hu: bool):
         chosen = max(infos, key=lambda uid: _rank(infos[uid]))
         if verbose and len(infos) > 1:
             skipped = "; ".join(_describe(i) for uid, i in infos.items() if uid != chosen)
-            print(f"read_ct: {len(infos)} series in {folder}; reading {_describe(infos[chosen])}; skipped: {skipped}")
+            print(f"read_ct: {len(infos)} series in {Path(folder).name}/; reading {_describe(infos[chosen])}; skipped: {skipped}")
     modality = infos[chosen]["modality"]
     if check_hu and modality not in ("CT", ""):
         raise NotCTError(

@@ -88,6 +88,7 @@ class Grid:
 
 
 def region_shape(region) -> tuple:
+    """The shape (voxels per axis) of ``region``, a tuple of slices."""
     return tuple(s.stop - s.start for s in region)
 
 

@@ -190,15 +190,15 @@ def _no_interactive_reason() -> str | None:
     """Why itkwidgets cannot show a live view here, or None if it may."""
     try:
         import itkwidgets  # noqa: F401
-    except Exception as exc:  # ImportError, or the pre-release failing at import time
-        return f"itkwidgets is not usable ({type(exc).__name__}); pip install 'bonelab[viz3d]' in a live notebook"
+    except Exception:  # ImportError, or the pre-release failing at import time
+        return "the interactive viewer needs itkwidgets: pip install 'bonelab[viz3d]' and run the notebook live"
     try:
         from IPython import get_ipython
     except ImportError:
         return "IPython is not installed"
     shell = get_ipython()
     if shell is None or getattr(shell, "kernel", None) is None:
-        return "no Jupyter kernel with a front end is running"
+        return "the interactive viewer needs a live Jupyter notebook"
     return None
 
 
@@ -210,7 +210,7 @@ def view3d(volume, *, labels=None, interactive=True, **kw):
 
     >>> import numpy as np
     >>> fig = view3d(np.where(np.indices((12, 12, 12)).sum(0) < 12, 500.0, -1000.0), step=1)  # doctest: +ELLIPSIS
-    view3d: static rendering (...)
+    3D view: a static rendering (...)
     """
     reason = _no_interactive_reason() if interactive else "interactive=False"
     if reason is None:
@@ -222,7 +222,7 @@ def view3d(volume, *, labels=None, interactive=True, **kw):
             return itkwidgets.view(image=vol.to_sitk(), **extra)
         except Exception as exc:  # the pre-release fails in many ways without a live front end
             reason = f"itkwidgets.view failed: {type(exc).__name__}: {exc}".splitlines()[0]
-    print(f"view3d: static rendering ({reason})")
+    print(f"3D view: a static rendering ({reason})")
     return render_bone_3d(volume, labels=labels, **kw)
 
 
