@@ -94,8 +94,10 @@ test: venv lint
 # Chromium, its driver and npm (for the offline assets) are Debian packages, installed when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v npm >/dev/null || \
-	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver npm)
+	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; fi
 
 test-browser: venv system-deps book-quick
 	BONELAB_BOOK_HTML=$(CURDIR)/_build/quick/_build/html MPLBACKEND=Agg $(VENV_PY) -m pytest -q tests/test_book_browser.py
