@@ -114,11 +114,15 @@ def principal_point(g):
     """(sdd, x0, y0) in mm: source-to-detector-plane distance and the offset of the detector
     centre from the foot of the perpendicular, along the columns (u) and rows (v)."""
     s, c = np.asarray(g.source, float), np.asarray(g.detector_center, float)
-    n = np.cross(g.u, g.v)
-    n = n if (c - s) @ n > 0 else -n
-    sdd = float((c - s) @ n)
-    off = c - (s + sdd * n)
-    return sdd, float(off @ g.u), float(off @ g.v)
+    n = g.normal if (c - s) @ g.normal > 0 else -g.normal  # pointing from the source to the detector
+    off = c - (s + g.sdd * n)
+    return g.sdd, float(off @ g.u), float(off @ g.v)
+
+
+def peer_rays(g, to_peer) -> np.ndarray:
+    """The source and pixel centres of ``g`` (1 + H*W, 3) in a peer's world (``world_map``)."""
+    s, p = rays_world(g)
+    return np.concatenate([s[None], p]) @ to_peer[:3, :3].T + to_peer[:3, 3]
 
 
 class Setup(NamedTuple):
@@ -176,10 +180,8 @@ def nanodrr_renderers(ct, path, device):
         sdd, x0, y0 = principal_point(g)
         drr = DRR.from_carm_intrinsics(sdd=sdd, delx=g.pixel[0], dely=g.pixel[1], x0=-x0, y0=-y0,
                                        height=g.height, width=g.width, device=device)
-        s, p = rays_world(g)
         cam = np.concatenate([drr.src[0].cpu().numpy(), drr.tgt[0].cpu().numpy()])
-        world = np.concatenate([s[None], p]) @ to_peer[:3, :3].T + to_peer[:3, 3]
-        pose, offset = fit_pose(cam, world)
+        pose, offset = fit_pose(cam, peer_rays(g, to_peer))
         rt_inv = torch.tensor(pose, dtype=torch.float32, device=device)[None]
 
         def render():
@@ -210,8 +212,7 @@ def diffdrr_renderers(ct, path, device):
     def setup_for(renderer, **kwargs):
         def setup(g):
             sdd, x0, y0 = principal_point(g)
-            s, p = rays_world(g)
-            world = np.concatenate([s[None], p]) @ to_peer[:3, :3].T + to_peer[:3, 3]
+            world = peer_rays(g, to_peer)
             for reverse in (False, True):  # the detector's x-axis convention that needs no reflection
                 drr = DRR(subject, sdd=sdd, height=g.height, width=g.width, delx=g.pixel[0], dely=g.pixel[1],
                           x0=x0, y0=y0, reverse_x_axis=reverse, renderer=renderer).to(device)
@@ -347,7 +348,7 @@ def bandwidth(ct, repeat, device="cpu"):
     if device == "cpu":
         a = np.ones(64 * 2**20, np.float32)
         b = np.empty_like(a)
-        best = min(_copy_time(a, b) for _ in range(repeat))
+        best = min(_time(lambda: np.copyto(b, a)) for _ in range(repeat))
         what = "numpy copy of 256 MB"
     else:
         a = torch.ones(256 * 2**20, device=device)
@@ -362,12 +363,6 @@ def bandwidth(ct, repeat, device="cpu"):
     print(f"\nmemory bandwidth ({what}): {bw:.1f} GB/s")
     print(f"  reading the {vol_bytes / 1e6:.0f} MB attenuation volume once at that rate: {1000 * vol_bytes / 1e9 / bw:.0f} ms; "
           f"the 512x512 kernel render: {1000 * sec:.0f} ms = {sec / (vol_bytes / 1e9 / bw):.1f}x that bound")
-
-
-def _copy_time(a, b):
-    t = time.perf_counter()
-    np.copyto(b, a)
-    return time.perf_counter() - t
 
 
 def _copy_time_cuda(a, b):
