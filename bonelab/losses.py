@@ -127,6 +127,8 @@ class MSSSIML1Loss(torch.nn.Module):
     scales : "auto", "multi" or "single"
         MS-SSIM where the images are large enough ("auto"), always ("multi"), or single-scale SSIM.
 
+    Notes
+    -----
     ``forward(prediction, target)``: float tensors ``(N, C, H, W)`` or ``(N, C, D, H, W)`` of the same
     shape, in the units of ``data_range``.  Returns a dict of scalar tensors: ``"loss"`` (the total),
     ``"ms_ssim"`` (batch-mean similarity, 1 for identical images) and ``"l1"`` (mean absolute error).

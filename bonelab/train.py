@@ -425,6 +425,8 @@ def train(
     InvalidValuesError
         A non-finite training loss (names the epoch and step; nothing is trained on NaN).
 
+    Notes
+    -----
     Distributed training: launch the same script with ``torchrun --nproc_per_node=K script.py``;
     ``train`` joins the process group (gloo on CPU, nccl on CUDA), shards the training set with a
     DistributedSampler and validation by index, averages the metrics over all processes, and only

@@ -47,15 +47,17 @@ def toc_pages(root: Path = ROOT) -> list[str]:
     return [str(Path(p).with_suffix("")) for p in pages]
 
 
-def chromium():
+def chromium(*, reachable: tuple[str, ...] = ()):
     """Headless Chromium through chromedriver (Debian's ``chromium`` and ``chromium-driver``),
-    offline: every host name fails to resolve."""
+    offline: every host name fails to resolve, except those in ``reachable`` (a local server's
+    ``127.0.0.1``)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,900", "--host-resolver-rules=MAP * ~NOTFOUND",
+                "--window-size=1280,900",
+                "--host-resolver-rules=MAP * ~NOTFOUND" + "".join(f", EXCLUDE {host}" for host in reachable),
                 "--disable-background-networking", "--disable-component-update", "--allow-file-access-from-files"):
         opts.add_argument(arg)
     opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser") or ""

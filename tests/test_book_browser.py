@@ -8,6 +8,7 @@ skipped (plain ``pytest`` does not build the book).
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -106,3 +107,14 @@ def test_api_reference_documents_every_public_name(site):
     html = (site / "book" / "api.html").read_text(encoding="utf-8")
     missing = [f"{m}.{n}" for m, n in _public_names() if f'id="{m}.{n}"' not in html]
     assert not missing, f"not in the API reference: {missing}"
+
+
+def test_chapters_link_their_first_mentions_to_the_api_reference(site):
+    api = (site / "book" / "api.html").read_text(encoding="utf-8")
+    for page in sorted((site / "book").glob("0*.html")):
+        html = page.read_text(encoding="utf-8")
+        anchors = re.findall(r'<a class="[^"]*api-link[^"]*" href="api\.html#([^"]+)"', html)
+        assert len(anchors) >= 3, f"{page.name}: {len(anchors)} links to the API reference"
+        assert len(anchors) == len(set(anchors)), f"{page.name}: a name is linked more than once"
+        missing = [a for a in anchors if f'id="{a}"' not in api]
+        assert not missing, f"{page.name}: links to API entries that do not exist: {missing}"

@@ -402,7 +402,7 @@ def test_mas_for_entrance_kerma_inverts_and_validates():
 
 # ----------------------------------------------------------------------------- anti-scatter grid
 def test_grid_lowers_scatter_by_ts_over_tp_and_signal_by_the_bucky_factor():
-    grid = P.Grid(ratio=10, primary_transmission=0.7, scatter_transmission=0.1)
+    grid = P.AntiScatterGrid(ratio=10, primary_transmission=0.7, scatter_transmission=0.1)
     flat, spr = np.full((60, 60), 0.2), 3.0
     bare = P.add_scatter(flat, scatter_to_primary=spr, kernel_sigma_mm=10.0, pixel_mm=1.0)
     behind = P.add_scatter(flat, scatter_to_primary=spr, kernel_sigma_mm=10.0, pixel_mm=1.0, grid=grid)
@@ -410,7 +410,7 @@ def test_grid_lowers_scatter_by_ts_over_tp_and_signal_by_the_bucky_factor():
     measured_spr = (behind - primary_behind) / primary_behind
     np.testing.assert_allclose(measured_spr, spr * 0.1 / 0.7, rtol=1e-6)
     np.testing.assert_allclose(bare / behind, (1 + spr) / (0.7 + 0.1 * spr), rtol=1e-6)
-    assert grid.bucky_factor(spr) == pytest.approx(4 / 1.0) and 3 <= P.Grid().bucky_factor(spr) <= 5
+    assert grid.bucky_factor(spr) == pytest.approx(4 / 1.0) and 3 <= P.AntiScatterGrid().bucky_factor(spr) <= 5
     # Contrast of a small detail under broad scatter rises by Tp * Bucky factor.
     img = np.full((120, 120), 0.2)
     img[58:62, 58:62] = 0.1
@@ -426,7 +426,7 @@ def test_grid_lowers_scatter_by_ts_over_tp_and_signal_by_the_bucky_factor():
                                     {"ratio": 0}])
 def test_grid_rejects_impossible_transmissions(kwargs):
     with pytest.raises(InvalidArgumentError, match="grid"):
-        P.Grid(**kwargs)
+        P.AntiScatterGrid(**kwargs)
 
 
 # ----------------------------------------------------------------------------- display processing

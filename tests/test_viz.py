@@ -128,6 +128,24 @@ def test_show_slices_label_overlay_and_legend_of_present_labels():
         viz.show_slices(vol, Volume(labels, spacing=(2, 2, 2)))
 
 
+def test_show_slices_names_many_structures_on_the_image_instead_of_a_legend():
+    vol = Volume(np.full((70, 40, 36), -1000.0, np.float32))
+    labels = np.zeros(vol.shape, np.uint8)
+    nz, ny, nx = vol.shape
+    for n in range(14):  # 14 "vertebrae" stacked along z, all cut by the coronal and sagittal slices
+        labels[n * nz // 14:(n + 1) * nz // 14 - 1, ny // 2 - 4:ny // 2 + 4, nx // 2 - 4:nx // 2 + 4] = n + 1
+    names = {n + 1: f"vertebrae_T{n + 1}" for n in range(14)}
+    fig = viz.show_slices(vol, vol.with_array(labels, label_names=names), point=vol.center)
+    assert not fig.legends  # 14 colours: names on the structures, no legend
+    written = {t.get_text(): t.get_position() for t in _panel(fig, "coronal").texts if t.get_text().startswith("T")}
+    assert set(written) >= {"T1", "T7", "T14"}  # the shared prefix is dropped
+    z_of = {int(k[1:]): xy[1] for k, xy in written.items()}
+    assert all(z_of[a] < z_of[b] for a, b in zip(sorted(z_of), sorted(z_of)[1:]))  # each name on its own block
+    few = viz.show_slices(vol, vol.with_array(np.where(labels > 2, 0, labels), label_names=names), point=vol.center)
+    assert [t.get_text() for t in few.legends[0].get_texts()] == ["vertebrae_T1", "vertebrae_T2"]
+    plt.close("all")
+
+
 def test_show_slices_rejects_a_point_outside_the_volume():
     vol, _ = _sphere(np.eye(3))
     with pytest.raises(InvalidArgumentError, match="outside the volume"):

@@ -327,6 +327,8 @@ class SlotScan(_Detector):
         table increment per row (mm)
     size : (width, height): detector channels across, table positions (rows)
 
+    Notes
+    -----
     What a :class:`Geometry` offers that a slot scan has too: :meth:`project`,
     :meth:`check_outside`, ``sdd``, :meth:`pixel00`, :meth:`extent`, :meth:`magnification`
     (across the fan), :meth:`edge_letters`, :meth:`describe`; :meth:`rows` gives the one-row
@@ -548,6 +550,8 @@ def carm(volume=None, angle: float = 0.0, tilt: float = 0.0, *, isocenter=None, 
     size : int or (width, height) pixels
     pixel : mm, default such that the detector covers the whole volume
 
+    Examples
+    --------
     >>> g = carm(angle=90, isocenter=(0, 0, 0))
     >>> (g.source.round(3) + 0.0).tolist()   # the source is at the patient's right (-x)
     [-820.0, 0.0, 0.0]
@@ -657,6 +661,8 @@ def localizer(volume=None, view: str = "ap", *, isocenter=None, sid=LOCALIZER_SI
         isocentre) in the sense of :func:`carm`'s angle (x toward y): how a patient lying rotated
         by ``-angle`` is seen
 
+    Notes
+    -----
     Without a volume and without ``pixel`` and ``table_mm`` the field is 400 mm at the isocentre.
 
     >>> s = localizer(isocenter=(0, 0, 0), size=(512, 300))

@@ -457,6 +457,8 @@ def spectrum(kvp: float, filtration_mm_al: float = 2.5, *, bin_keV: float = 1.0,
     extra_filtration : ``{"Cu": 0.1}`` or ``[("Cu", 0.1)]``: further filters, spekpy material
         names and mm
 
+    Notes
+    -----
     Bins holding less than 1e-6 of the peak bin's fluence (the lowest energies, stopped by the
     filter) are dropped.  Polychromatic rendering costs one exponential per bin and pixel: at
     80 kVp, 1 keV bins give 69 bins; ``bin_keV=2`` halves the cost and changes I/I0 by ~0.3%.
@@ -735,7 +737,7 @@ def add_noise(intensity, *, photons_per_pixel: float | None = None, mas: float |
 
 
 @dataclass(frozen=True)
-class Grid:
+class AntiScatterGrid:
     """An anti-scatter grid, described as IEC 60627 characterises one: the transmission of
     primary radiation ``primary_transmission`` (Tp) and of scattered radiation
     ``scatter_transmission`` (Ts); ``ratio`` (strip height over gap) is recorded for reference.
@@ -747,7 +749,7 @@ class Grid:
     Bucky factors 3-5 behind a thick part (Bushberg et al., The Essential Physics of Medical
     Imaging, 3rd ed. 2012, ch. 7).
 
-    >>> g = Grid()
+    >>> g = AntiScatterGrid()
     >>> round(g.scatter_to_primary(3.0), 2), round(g.bucky_factor(3.0), 2)
     (0.51, 3.77)
     """
@@ -777,7 +779,7 @@ class Grid:
 
 
 def add_scatter(intensity, *, scatter_to_primary: float = 0.5, kernel_sigma_mm: float = 30.0,
-                pixel_mm=1.0, grid: Grid | None = None):
+                pixel_mm=1.0, grid: AntiScatterGrid | None = None):
     """Add an approximate scatter field to a primary transmitted fraction ``I/I0`` (numpy
     ``(..., H, W)``): ``I + SPR * G_sigma * I``, where ``G_sigma`` is a normalised Gaussian blur
     of ``kernel_sigma_mm`` (mm at the detector; ``pixel_mm`` scalar or (row, column)).  Scatter is
@@ -786,7 +788,7 @@ def add_scatter(intensity, *, scatter_to_primary: float = 0.5, kernel_sigma_mm: 
 
     With an anti-scatter ``grid`` the detector records ``Tp * I + Ts * SPR * G_sigma * I``: the
     ratio behind the grid is ``SPR * Ts / Tp`` and the signal (still relative to the bare beam
-    without a grid) falls by :meth:`Grid.bucky_factor`; to keep the detector dose, as an
+    without a grid) falls by :meth:`AntiScatterGrid.bucky_factor`; to keep the detector dose, as an
     automatic exposure control does, raise the mAs of :func:`add_noise` by that factor.
 
     An approximation, not Monte Carlo: it ignores the angular and energy dependence of scatter
@@ -799,7 +801,7 @@ def add_scatter(intensity, *, scatter_to_primary: float = 0.5, kernel_sigma_mm: 
     >>> round(float(out[16, 16]), 3)
     0.3
     >>> behind = add_scatter(np.full((32, 32), 0.2), scatter_to_primary=0.5, kernel_sigma_mm=10,
-    ...                      pixel_mm=1, grid=Grid(primary_transmission=0.7, scatter_transmission=0.1))
+    ...                      pixel_mm=1, grid=AntiScatterGrid(primary_transmission=0.7, scatter_transmission=0.1))
     >>> round(float(behind[16, 16]), 3)   # 0.7 * 0.2 + 0.1 * 0.5 * 0.2
     0.15
     """

@@ -112,6 +112,8 @@ class Renderer:
     device : torch device to render on (CPU: numba kernel; CUDA: Triton kernel or the torch
         path); default :func:`bonelab.config.device`.  Results come back on this device.
 
+    Examples
+    --------
     >>> import numpy as np
     >>> from bonelab.drr import geometry
     >>> ct = Volume(np.full((20, 20, 20), 0.02, np.float32))

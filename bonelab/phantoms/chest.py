@@ -8,53 +8,53 @@ radiograph (or CT localizer) projects along y.
 Anatomy and distributions (mm, degrees, HU).  "Measured" marks the quantities that
 ``tests/test_phantom_chest_spine.py`` measures on the generated volumes over several seeds:
 
-==========================  =====================================  =====================================
-quantity                    value                                  source / note
-==========================  =====================================  =====================================
-vertebral bodies T1..T12    height 15 -> 23, width 28 -> 42,        Panjabi et al. 1991, Spine 16:888
-                            depth 16 -> 30 (linear); L1-L2 as in    (thoracic morphometry)
-                            :mod:`bonelab.phantoms.spine`
-thoracic discs              4 -> 6 mm; lumbar 9-10 mm
-thoracic kyphosis T1-T12    N(40, 8), in [20, 60]                  adult normal range 20-50 deg
-rib cage half-width         58 (T1) -> 135 (T10) x N(1, 0.06)      chest width ~270-300 mm
-rib cage half-depth         42 (T1) -> 95 (T10) x N(1, 0.06)
-ribs                        12 pairs; flat section 9-13 mm high,   anterior rib ends 3-4 interspaces
-                            5-7 mm thick, cortex ~1 mm; each rib   below the posterior ones on a PA
-                            drops 45 (rib 1) -> 125 mm (ribs 6-7)   film (issue 11)
-                            from its head to its anterior end
-rib sections in the axial   10-14 (measured; seeds give 10-12)     issue 11; the real chest CT of
+=========================  ======================================  ======================================
+quantity                   value                                   source / note
+=========================  ======================================  ======================================
+vertebral bodies T1..T12   height 15 -> 23, width 28 -> 42,        Panjabi et al. 1991, Spine 16:888
+                           depth 16 -> 30 (linear); L1-L2 as in    (thoracic morphometry)
+                           :mod:`bonelab.phantoms.spine`
+thoracic discs             4 -> 6 mm; lumbar 9-10 mm
+thoracic kyphosis T1-T12   N(40, 8), in [20, 60]                   adult normal range 20-50 deg
+rib cage half-width        58 (T1) -> 135 (T10) x N(1, 0.06)       chest width ~270-300 mm
+rib cage half-depth        42 (T1) -> 95 (T10) x N(1, 0.06)
+ribs                       12 pairs; flat section 9-13 mm high,    anterior rib ends 3-4 interspaces
+                           5-7 mm thick, cortex ~1 mm; each rib    below the posterior ones on a PA
+                           drops 45 (rib 1) -> 125 mm (ribs 6-7)   film (issue 11)
+                           from its head to its anterior end
+rib sections in the axial  10-14 (measured; seeds give 10-12)      issue 11; the real chest CT of
 slice through T7                                                   bonelab.data.example_ct: 11
-costal cartilage            ribs 1-7 to the sternum, 8-10 to the   cartilage 100-200 HU; calcifies
-                            cartilage above (costal margin);       with age (onset at 30 and rate
-                            HU 130 +- 25, calcified spots up to    here are a schematic choice)
-                            +450 HU, more of them with age
-age                         U(20, 80) years                        drives cartilage calcification
-sternum                     manubrium 50 long, 54 wide at the      adult sternal morphometry
-                            clavicular notches; body ~100 long,    (manubrium ~50 mm, body ~100 mm);
-                            27-31 wide, 10 thick; xiphoid 35       the joint widths are a choice
-                            long, 16 -> 6 wide; joints 2.5 and
-                            2 mm (measured: three parts, sizes)
-clavicle                    S-shaped tube ~150 mm, radius 6-7
-scapula                     triangular plate over ribs 2-8, spine,
-                            acromion, glenoid
-humerus                     head diameter 46 x scale (measured     Iannotti et al. 1992 (JBJS 74-A:
-                            40-56), joint space 3 mm to the        491): head radius of curvature
-                            glenoid, shaft radius 11-12            about 22-25 mm
-lung                        -850 HU, texture SD 25; a pulmonary    healthy inspiration CT; vessels
-                            artery to each hilum, 3 lobar trunks,  taper 7 -> ~1 mm radius and are
-                            5 generations, kept inside the lung    densest at the hila (measured)
-diaphragm domes             N(70, 8) mm above the costophrenic
-                            recesses, the right ~15 mm higher
-heart                       right atrium (right border), right     cardiothoracic ratio on a PA film
-                            ventricle (anterior, on the dome),     0.42-0.50 in healthy adults
-                            left ventricle (left border, apex      (Danzer 1919 defined the ratio;
-                            down and left), left atrium, aortic    band of issue 11); drawn N(0.46, 0.02)
-                            arch with its knob, pulmonary trunk,   in [0.42, 0.50], measured on the PA
-                            SVC; epicardial fat                    projection (measured, with
+costal cartilage           ribs 1-7 to the sternum, 8-10 to the    cartilage 100-200 HU; calcifies
+                           cartilage above (costal margin);        with age (onset at 30 and rate
+                           HU 130 +- 25, calcified spots up to     here are a schematic choice)
+                           +450 HU, more of them with age
+age                        U(20, 80) years                         drives cartilage calcification
+sternum                    manubrium 50 long, 54 wide at the       adult sternal morphometry
+                           clavicular notches; body ~100 long,     (manubrium ~50 mm, body ~100 mm);
+                           27-31 wide, 10 thick; xiphoid 35        the joint widths are a choice
+                           long, 16 -> 6 wide; joints 2.5 and
+                           2 mm (measured: three parts, sizes)
+clavicle                   S-shaped tube ~150 mm, radius 6-7
+scapula                    triangular plate over ribs 2-8, spine,
+                           acromion, glenoid
+humerus                    head diameter 46 x scale (measured      Iannotti et al. 1992 (JBJS 74-A:
+                           40-56), joint space 3 mm to the         491): head radius of curvature
+                           glenoid, shaft radius 11-12             about 22-25 mm
+lung                       -850 HU, texture SD 25; a pulmonary     healthy inspiration CT; vessels
+                           artery to each hilum, 3 lobar trunks,   taper 7 -> ~1 mm radius and are
+                           5 generations, kept inside the lung     densest at the hila (measured)
+diaphragm domes            N(70, 8) mm above the costophrenic
+                           recesses, the right ~15 mm higher
+heart                      right atrium (right border), right      cardiothoracic ratio on a PA film
+                           ventricle (anterior, on the dome),      0.42-0.50 in healthy adults
+                           left ventricle (left border, apex       (Danzer 1919 defined the ratio;
+                           down and left), left atrium, aortic     band of issue 11); drawn N(0.46, 0.02)
+                           arch with its knob, pulmonary trunk,    in [0.42, 0.50], measured on the PA
+                           SVC; epicardial fat                     projection (measured, with
                                                                    heart_mask and lung_mask)
-subcutaneous fat            U(5, 35)                               habitus
-trabecular / cortical HU    90 + 140 * density / U(1250, 1750)
-==========================  =====================================  =====================================
+subcutaneous fat           U(5, 35)                                habitus
+trabecular / cortical HU   90 + 140 * density / U(1250, 1750)
+=========================  ======================================  ======================================
 
 Measurements on a chest CT, the phantom's or a real one: :func:`lung_mask` (from HU),
 :func:`heart_mask` (the phantom's painted heart; a real CT's ``heart`` label serves instead) and

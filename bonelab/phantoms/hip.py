@@ -11,46 +11,46 @@ generated volume by ``tests/test_phantom_hip.py`` and asserted to lie in its ban
 seeds (draws are clipped a little inside each band, so that a measurement on 1.25 mm voxels
 stays in it).
 
-===============================  ======================================  ===================================
-quantity                         value / distribution                    source / note
-===============================  ======================================  ===================================
-femoral head diameter (t)        N(46, 2.5) x scale, in [40, 50]         adult range 40-50 mm
-neck diameter (t)                N(32, 1.3) x scale, in [30, 35]         narrowest cross-section, circular
-neck length (head centre to      N(52, 3) x scale                        femoral offset ~40 mm
+============================  ====================================  ===================================
+quantity                      value / distribution                  source / note
+============================  ====================================  ===================================
+femoral head diameter (t)     N(46, 2.5) x scale, in [40, 50]       adult range 40-50 mm
+neck diameter (t)             N(32, 1.3) x scale, in [30, 35]       narrowest cross-section, circular
+neck length (head centre to   N(52, 3) x scale                      femoral offset ~40 mm
 shaft axis)
-neck-shaft angle (t)             N(127, 4), in [120, 135]                Noble et al. 1988, Clin Orthop
-                                                                         235:148
-femoral anteversion (t)          N(12, 4), in [5, 20]                    ~10-15 deg in adult CT series
-                                                                         (ibid.; Sugano 1998)
-cortex over the head (t)         U(0.6, 1.0)                             subchondral plate 0.5-1 mm
-cortex at the calcar (t)         N(4.0, 0.4), in [3.2, 4.8]              inferomedial neck 3-5 mm
-diaphyseal cortex (t)            N(5.8, 0.5), in [5, 7]                  5-7 mm
-trabecular pattern (t)           compressive group x U(1.3, 1.6),        Singh et al. 1970 (JBJS 52A:457);
-                                 Ward's triangle x U(0.5, 0.7) of the    Ward's region is the lowest-density
-                                 base trabecular density                 region of the neck in QCT
-hip joint space (t)              4.5 - 0.02 (age - 20) + N(0, 0.4),      Lequesne et al. 2004 (Osteoarthr
-                                 in [2, 5]; age U(20, 85) years          Cartil 12:209): 3-5 mm, narrower
-                                                                         with age
-centre-edge angle (t)            N(32 - 0.8 (inclination - 40), 3),      Wiberg 1939; normal 25-40 deg;
-                                 in [25, 40]                             falls as inclination rises
-acetabular inclination (t)       N(40, 2.5), in [35, 45]                 radiographic, Murray 1993 (JBJS
-                                                                         75B:228); Sharp angle 33-42 deg
-acetabular anteversion (t)       N(17, 1.5), in [15, 20]                 CT, Murray's radiographic def.
-acetabular sector angles (t)     anterior N(48, 3), in [38, 56] (low    Anda et al. 1986 (J Comput Assist
-                                 roofs cap it); posterior follows        Tomogr 10:1084): 64 +- 6, 102 +- 8;
-                                 (85-115); axial slice, head centre      the anterior wall is ~15 deg short
-pubic symphysis gap (t)          N(5, 0.5), in [4, 6]                    fibrocartilage disc 4-6 mm
-sacroiliac joint gap (t)         N(3, 0.5), in [2, 4]                    2-4 mm on CT
-inter-head distance              N(175, 8) x scale                       pelvic width
-trabecular HU                    100 + 150 * density, density U(0, 1)    healthy to osteoporotic
-cortical HU                      U(1300, 1800)
-subcutaneous fat                 U(10, 45)                               body habitus
-calibration rods (K2HPO4)        -51.8, -53.4, 58.9, 157.0, 375.8        Mindways Model 3 CT style; real
-                                 mg/cm3                                  values come from each phantom's
-                                                                         certificate
-calibration line                 HU = b0 + b1 * c, b0 ~ N(0, 4) HU,      simulated scanner/kVp
-                                 b1 ~ U(1.15, 1.35) HU per mg/cm3        (single-material model)
-===============================  ======================================  ===================================
+neck-shaft angle (t)          N(127, 4), in [120, 135]              Noble et al. 1988, Clin Orthop
+                                                                    235:148
+femoral anteversion (t)       N(12, 4), in [5, 20]                  ~10-15 deg in adult CT series
+                                                                    (ibid.; Sugano 1998)
+cortex over the head (t)      U(0.6, 1.0)                           subchondral plate 0.5-1 mm
+cortex at the calcar (t)      N(4.0, 0.4), in [3.2, 4.8]            inferomedial neck 3-5 mm
+diaphyseal cortex (t)         N(5.8, 0.5), in [5, 7]                5-7 mm
+trabecular pattern (t)        compressive group x U(1.3, 1.6),      Singh et al. 1970 (JBJS 52A:457);
+                              Ward's triangle x U(0.5, 0.7) of the  Ward's region is the lowest-density
+                              base trabecular density               region of the neck in QCT
+hip joint space (t)           4.5 - 0.02 (age - 20) + N(0, 0.4),    Lequesne et al. 2004 (Osteoarthr
+                              in [2, 5]; age U(20, 85) years        Cartil 12:209): 3-5 mm, narrower
+                                                                    with age
+centre-edge angle (t)         N(32 - 0.8 (inclination - 40), 3),    Wiberg 1939; normal 25-40 deg;
+                              in [25, 40]                           falls as inclination rises
+acetabular inclination (t)    N(40, 2.5), in [35, 45]               radiographic, Murray 1993 (JBJS
+                                                                    75B:228); Sharp angle 33-42 deg
+acetabular anteversion (t)    N(17, 1.5), in [15, 20]               CT, Murray's radiographic def.
+acetabular sector angles (t)  anterior N(48, 3), in [38, 56] (low   Anda et al. 1986 (J Comput Assist
+                              roofs cap it); posterior follows      Tomogr 10:1084): 64 +- 6, 102 +- 8;
+                              (85-115); axial slice, head centre    the anterior wall is ~15 deg short
+pubic symphysis gap (t)       N(5, 0.5), in [4, 6]                  fibrocartilage disc 4-6 mm
+sacroiliac joint gap (t)      N(3, 0.5), in [2, 4]                  2-4 mm on CT
+inter-head distance           N(175, 8) x scale                     pelvic width
+trabecular HU                 100 + 150 * density, density U(0, 1)  healthy to osteoporotic
+cortical HU                   U(1300, 1800)
+subcutaneous fat              U(10, 45)                             body habitus
+calibration rods (K2HPO4)     -51.8, -53.4, 58.9, 157.0, 375.8      Mindways Model 3 CT style; real
+                              mg/cm3                                values come from each phantom's
+                                                                    certificate
+calibration line              HU = b0 + b1 * c, b0 ~ N(0, 4) HU,    simulated scanner/kVp
+                              b1 ~ U(1.15, 1.35) HU per mg/cm3      (single-material model)
+============================  ====================================  ===================================
 
 The rods are built with exactly that calibration line, so ``params["calibration"]`` holds the
 truth a chapter can recover by regression, and ``params["trabecular_bmd_mg_cm3"]`` the femoral

@@ -9,47 +9,47 @@ Anatomy and distributions (mm, degrees, HU).  "Measured" marks the quantities th
 ``tests/test_phantom_chest_spine.py`` (and ``tests/test_phantoms.py``) measure on the generated
 volumes over several seeds:
 
-=============================  ====================================  ================================
-quantity                       value                                 source / note
-=============================  ====================================  ================================
-body height L1..L5             24, 25.5, 26.5, 26.5, 25.5 (in 20-30)  Panjabi et al. 1992, Spine 17:299
-body depth L1..L5              31, 32, 33, 34, 34 (in 30-35)          (lumbar morphometry); ranges of
-body width L1..L5              42, 44, 46, 48, 49 (in 40-50)          the issue (measured)
-disc height L1/2..L5/S1        9, 10, 11, 11.5, 10.5                 healthy adult discs (measured)
-pedicle width L1..L5           8.7, 8.9, 10.3, 12.9, 18.0 x N(1,      Zindrick et al. 1987, Spine
-                               0.1); band +-3 mm (measured at the     12:160 (transverse width); the
-                               isthmus across the pedicle axis)       T11-L5 range 7.2-17.8 of
-pedicle height L1..L5          15.4, 15.0, 14.9, 14.8, 14.0 x N(1,    PMC2200778 agrees
-                               0.06); band +-3 mm (measured)
-pedicle transverse angle       10.9, 12.0, 14.4, 17.7, 29.8 x N(1,    Zindrick et al. 1987
-                               0.12), medial convergence
-spinal canal                   interpedicular 22-26, depth 16-18
-posterior body wall to         40-65 (measured): canal 16-18 +        composed from the rows above
-spinous process tip            lamina ~5 + spinous process 22-30      and Panjabi et al. 1992
-facet joints                   articular processes ~35 deg off the    joint space 1.5 mm (measured:
-                               sagittal plane, overlapping 15 mm      neighbours never touch yet meet
-                               in height                              within 3 mm behind the canal)
-transverse process length      18, 24, 28, 24, 20                    L3 longest
-size scale                     N(1, 0.04) x N(1, 0.02) per dimension  clipped to the ranges above
-sacral slope                   N(40, 6), in [28, 52]                 Roussouly et al. 2005
-lumbar lordosis L1-S1          N(50, 9), in [32, 68]                 mostly in the lower discs
-trabecular HU (L1)             90 + 140 * density, density U(0, 1)   healthy to osteoporotic QCT range
-cortical HU                    U(1250, 1750)
-subcutaneous fat               U(8, 35)                              body habitus
-degeneration="random"          disc height x U(0.35, 0.8) at 1-2     disc narrowing (measured),
-                               levels; rim osteophytes U(2, 5) mm    anterolateral spurs toward the
-                               at L3-L5; endplate sclerosis          disc (measured), a dense band
-                               +U(250, 500) HU over 3-5 mm under     under the endplates of narrowed
-                               the endplates of narrowed discs;      discs (measured), anterior
-                               20 % a wedge fracture (anterior       wedge fractures (Genant grades
-                               height x U(0.6, 0.85))                1-2)
-implants                       pedicle screws: diameter 80 % of the  pivot at the isthmus (measured:
-                               pedicle width up to 6.5, pedicle      >= 95 % of each shank inside its
-                               angle up to 15 deg (L1-L4) / 20 deg   vertebra, tip in the anterior
-                               (L5), tip at 75 % of the body depth;  half, cortex ahead intact);
-                               tulip heads, rods 5.5 over 2-3        metal at the 3071 HU ceiling;
-                               levels                                "random": 30 % of seeds
-=============================  ====================================  ================================
+=========================  =====================================  =================================
+quantity                   value                                  source / note
+=========================  =====================================  =================================
+body height L1..L5         24, 25.5, 26.5, 26.5, 25.5 (in 20-30)  Panjabi et al. 1992, Spine 17:299
+body depth L1..L5          31, 32, 33, 34, 34 (in 30-35)          (lumbar morphometry); ranges of
+body width L1..L5          42, 44, 46, 48, 49 (in 40-50)          the issue (measured)
+disc height L1/2..L5/S1    9, 10, 11, 11.5, 10.5                  healthy adult discs (measured)
+pedicle width L1..L5       8.7, 8.9, 10.3, 12.9, 18.0 x N(1,      Zindrick et al. 1987, Spine
+                           0.1); band +-3 mm (measured at the     12:160 (transverse width); the
+                           isthmus across the pedicle axis)       T11-L5 range 7.2-17.8 of
+pedicle height L1..L5      15.4, 15.0, 14.9, 14.8, 14.0 x N(1,    PMC2200778 agrees
+                           0.06); band +-3 mm (measured)
+pedicle transverse angle   10.9, 12.0, 14.4, 17.7, 29.8 x N(1,    Zindrick et al. 1987
+                           0.12), medial convergence
+spinal canal               interpedicular 22-26, depth 16-18
+posterior body wall to     40-65 (measured): canal 16-18 +        composed from the rows above
+spinous process tip        lamina ~5 + spinous process 22-30      and Panjabi et al. 1992
+facet joints               articular processes ~35 deg off the    joint space 1.5 mm (measured:
+                           sagittal plane, overlapping 15 mm      neighbours never touch yet meet
+                           in height                              within 3 mm behind the canal)
+transverse process length  18, 24, 28, 24, 20                     L3 longest
+size scale                 N(1, 0.04) x N(1, 0.02) per dimension  clipped to the ranges above
+sacral slope               N(40, 6), in [28, 52]                  Roussouly et al. 2005
+lumbar lordosis L1-S1      N(50, 9), in [32, 68]                  mostly in the lower discs
+trabecular HU (L1)         90 + 140 * density, density U(0, 1)    healthy to osteoporotic QCT range
+cortical HU                U(1250, 1750)
+subcutaneous fat           U(8, 35)                               body habitus
+degeneration="random"      disc height x U(0.35, 0.8) at 1-2      disc narrowing (measured),
+                           levels; rim osteophytes U(2, 5) mm     anterolateral spurs toward the
+                           at L3-L5; endplate sclerosis           disc (measured), a dense band
+                           +U(250, 500) HU over 3-5 mm under      under the endplates of narrowed
+                           the endplates of narrowed discs;       discs (measured), anterior
+                           20 % a wedge fracture (anterior        wedge fractures (Genant grades
+                           height x U(0.6, 0.85))                 1-2)
+implants                   pedicle screws: diameter 80 % of the   pivot at the isthmus (measured:
+                           pedicle width up to 6.5, pedicle       >= 95 % of each shank inside its
+                           angle up to 15 deg (L1-L4) / 20 deg    vertebra, tip in the anterior
+                           (L5), tip at 75 % of the body depth;   half, cortex ahead intact);
+                           tulip heads, rods 5.5 over 2-3         metal at the 3071 HU ceiling;
+                           levels                                 "random": 30 % of seeds
+=========================  =====================================  =================================
 
 What remains schematic: T12 carries no ribs; the posterior elements are blended ellipsoids and
 capsules (no pars interarticularis as a separate narrowing, no mammillary or accessory
@@ -396,6 +396,8 @@ def lumbar_spine(seed: int, spacing: float = 1.0, implants=False, degeneration=N
     noise : bool
         Add CT noise.
 
+    Examples
+    --------
     >>> s = lumbar_spine(0, spacing=3.0)
     >>> [s.label_names[i] for i in (1, 6, 7)]
     ['L1', 'sacrum', 'implant']

@@ -3,19 +3,19 @@
 HU table (values at 120 kVp; ranges as in standard CT texts, e.g. Kalender, *Computed
 Tomography*, 3rd ed. 2011, and the issue that specifies the phantoms):
 
-==================  ==========  ===========================================================
-tissue              HU          note
-==================  ==========  ===========================================================
-air                 -1000
-lung parenchyma     -850        -900..-800 at inspiration; texture + vessels added
-fat                 -100        -120..-80
+===================  ==========  ============================================================
+tissue               HU          note
+===================  ==========  ============================================================
+air                  -1000
+lung parenchyma      -850        -900..-800 at inspiration; texture + vessels added
+fat                  -100        -120..-80
 skin                 30
-muscle, soft tissue  40         blood and heart ~40, liver ~60
-intervertebral disc  80         annulus fibrosus 70-100
-trabecular bone     100..300    per-subject density, healthy to osteoporotic; marrow texture
-cortical bone       1200..1800  per subject; thin shells read lower after partial volume
-metal implant       3071        the 12-bit scanner ceiling (painted higher, then clipped)
-==================  ==========  ===========================================================
+muscle, soft tissue  40          blood and heart ~40, liver ~60
+intervertebral disc  80          annulus fibrosus 70-100
+trabecular bone      100..300    per-subject density, healthy to osteoporotic; marrow texture
+cortical bone        1200..1800  per subject; thin shells read lower after partial volume
+metal implant        3071        the 12-bit scanner ceiling (painted higher, then clipped)
+===================  ==========  ============================================================
 
 Bone: a cortical shell around a trabecular interior; the marrow texture (band-passed noise) also
 varies the shell's thickness (+-35 %) and density (+-6 %), so a bone's histogram decays smoothly

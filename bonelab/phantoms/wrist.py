@@ -508,6 +508,8 @@ def projected_overlap(labels, view: str = "PA", label_ids=CARPAL_LABELS) -> floa
         A wrist label map.
     view : "PA" or "lateral"
 
+    Examples
+    --------
     >>> s = wrist(0, spacing=1.0)
     >>> projected_overlap(s.labels, "PA") < projected_overlap(s.labels, "lateral")
     True

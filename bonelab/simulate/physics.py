@@ -25,7 +25,7 @@ postprocess            probability that the film carries a randomly drawn chain 
 =====================  ===================================================================
 
 With an anti-scatter grid (``grid=True`` in the protocol) the scatter ranges are those in
-front of the grid; :class:`bonelab.drr.physics.Grid` (10:1, Tp 0.7, Ts 0.12) removes most of it,
+front of the grid; :class:`bonelab.drr.physics.AntiScatterGrid` (10:1, Tp 0.7, Ts 0.12) removes most of it,
 and the photons in air are raised by the grid's Bucky factor, as an automatic exposure control
 does.  Each sample's dose is recorded as the tube load (mAs) that gives its photons per pixel
 and the incident air kerma at the isocentre (uGy, :func:`dose`).  The photon ranges are domain
@@ -143,7 +143,7 @@ def radiograph(material_paths, physics: dict, *, pixel_mm: float, seed: int = 0,
 
     spec = spectrum or ph.spectrum(physics["kvp"], filtration_mm_al=physics["filtration_mm_al"], bin_keV=2.0)
     intensity = ph.polychromatic_intensity(np.asarray(material_paths, np.float32) / 10.0, spec)  # -> g/cm2
-    the_grid = ph.Grid() if grid else None
+    the_grid = ph.AntiScatterGrid() if grid else None
     spr = physics["scatter_to_primary"]
     intensity = ph.add_scatter(intensity, scatter_to_primary=spr, kernel_sigma_mm=physics["scatter_sigma_mm"],
                                pixel_mm=pixel_mm, grid=the_grid)

@@ -134,7 +134,7 @@ class Protocol:
         ``shift_fraction`` (+- fraction of the field of view that the isocentre may move off the
         detector centre along each detector axis)
     physics : ``{"random"|"fixed"|"shifted": {parameter: (low, high)}}``
-    grid : whether the acquisition uses an anti-scatter grid (:class:`bonelab.drr.physics.Grid`;
+    grid : whether the acquisition uses an anti-scatter grid (:class:`bonelab.drr.physics.AntiScatterGrid`;
         the physics ranges' scatter is the scatter in front of it)
     subject_options : ``{keyword: ("choice", values) | (low, high)}`` drawn per generated subject
         and passed to the phantom generator (e.g. the side and posture of a wrist)

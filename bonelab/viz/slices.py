@@ -24,10 +24,12 @@ write ``fig = show_slices(ct)`` (or end the line with ``;``) to see each figure 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
@@ -116,10 +118,31 @@ def _decorate(ax, view: _View, title: str | None, ticks: bool = True) -> None:
         ax.set_title(title, fontsize=10)
 
 
+def _short_names(names: dict) -> dict:
+    """``names`` without the prefix they all share up to an underscore ("vertebrae_L1" -> "L1")."""
+    prefix = os.path.commonprefix(list(names.values())) if len(names) > 1 else ""
+    cut = prefix.rfind("_") + 1
+    return {v: n[cut:] or n for v, n in names.items()}
+
+
+def _name_structures(ax, lab2d: np.ndarray, labels: Volume, view: _View, values, min_pixels: int = 12) -> None:
+    """Write each structure's name on it, at the centroid of its pixels in this slice (in mm):
+    with many structures, a legend of near colours cannot be matched to the image; a name can."""
+    short = _short_names({v: labels.label_names.get(v, str(v)) for v in values})
+    for v in values:
+        rows, cols = np.nonzero(lab2d == v)
+        if rows.size < min_pixels:
+            continue
+        x = labels.origin[view.h] + cols.mean() * labels.spacing[view.h]
+        y = labels.origin[view.v] + rows.mean() * labels.spacing[view.v]
+        ax.text(x, y, short[v], color="white", fontsize=7, ha="center", va="center",
+                path_effects=[patheffects.withStroke(linewidth=1.5, foreground="black")])
+
+
 def _draw_slice(ax, vol: Volume, labels: Volume | None, view: _View, k: int, clim, *, label_alpha=0.4,
-                show_labels=True, ticks=True, title=True, interpolation=None):
+                show_labels=True, ticks=True, title=True, interpolation=None, names_on_image=False):
     """Draw slice ``k`` of LPS-aligned ``vol`` (and its labels) in ``ax``; return (image artist,
-    label values present)."""
+    label values present).  ``names_on_image`` writes each label's name on its structure."""
     extent = _extent(vol, view)
     image = ax.imshow(_take(vol.array, view, k), cmap="gray", norm=Normalize(*clim, clip=True), extent=extent,
                       origin=view.origin, interpolation=interpolation)
@@ -129,6 +152,8 @@ def _draw_slice(ax, vol: Volume, labels: Volume | None, view: _View, k: int, cli
         present = set(_present(lab2d))
         ax.imshow(_label_rgba(lab2d, _lut(labels.label_names), label_alpha), extent=extent, origin=view.origin,
                   interpolation="nearest")
+        if names_on_image:
+            _name_structures(ax, lab2d, labels, view, sorted(present))
     position = vol.origin[view.normal] + k * vol.spacing[view.normal]
     text = f"{view.name.capitalize()}, {_AXIS_NAME[view.normal]} = {position:.1f} mm\n(seen {view.seen_from})"
     _decorate(ax, view, text if title is True else title, ticks)
@@ -138,7 +163,7 @@ def _draw_slice(ax, vol: Volume, labels: Volume | None, view: _View, k: int, cli
 
 # --- public figures --------------------------------------------------------------------------------
 def show_slices(volume, labels=None, *, point=None, window="bone", title=None, axes=None, label_alpha=0.4,
-                legend=True) -> Figure:
+                legend=True, names_on_image=None) -> Figure:
     """Axial, coronal and sagittal slices through ``point`` (LPS mm, default the volume centre),
     in physical mm with the radiological convention (see the module docstring: axial seen from
     the feet with the patient's left on the image right and anterior up; coronal seen from the
@@ -149,6 +174,9 @@ def show_slices(volume, labels=None, *, point=None, window="bone", title=None, a
     legend of the labels present in the three slices.  ``window``: preset name from
     :data:`bonelab.io.WINDOWS`, (level, width) in HU, or None (1st-99th percentile).  ``axes``:
     three matplotlib Axes to draw into.  Dashed lines mark where the other two slices cut.
+    ``names_on_image``: write each structure's name on it instead of drawing a legend (default:
+    when more than 12 labels are present, whose colours a legend could not tell apart); the
+    prefix all names share is dropped ("vertebrae_L1" is written "L1").
 
     >>> import numpy as np
     >>> from bonelab import Volume
@@ -168,15 +196,19 @@ def show_slices(volume, labels=None, *, point=None, window="bone", title=None, a
     elif len(axes) != 3:
         raise InvalidArgumentError(f"axes must be three matplotlib Axes (axial, coronal, sagittal); got {len(axes)}.")
     fig = axes[0].figure
+    cuts = {name: _slice_index(vol, view, point[view.normal]) for name, view in VIEWS.items()}
+    if names_on_image is None:
+        in_cuts = set().union(*(_present(_take(lab.array, VIEWS[n], k)) for n, k in cuts.items())) if lab is not None else set()
+        names_on_image = len(in_cuts) > 12
     present = set()
     for ax, view in zip(axes, VIEWS.values()):
-        k = _slice_index(vol, view, point[view.normal])
-        image, seen = _draw_slice(ax, vol, lab, view, k, clim, label_alpha=label_alpha)
+        image, seen = _draw_slice(ax, vol, lab, view, cuts[view.name], clim, label_alpha=label_alpha,
+                                  names_on_image=names_on_image)
         present |= seen
         ax.axvline(point[view.h], color="cyan", lw=0.6, ls="--", alpha=0.6)
         ax.axhline(point[view.v], color="cyan", lw=0.6, ls="--", alpha=0.6)
     fig.colorbar(image, ax=list(axes), shrink=0.8, label=_value_label(window))
-    if legend and lab is not None:
+    if legend and lab is not None and not names_on_image:
         _add_legend(fig, axes[-1], _legend_handles(present, lab.label_names))
     fig.suptitle(title or f"Orthogonal slices through ({point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) mm LPS, "
                           f"{_window_text(window)}", fontsize=11)
