@@ -78,6 +78,16 @@ def device(device=None):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def device_description(which=None) -> str:
+    """The torch device in words, as the chapters and their result records name it:
+    ``"cpu (2 CPU cores)"`` or ``"cuda:0 (NVIDIA H200)"``."""
+    import torch
+
+    dev = device(which)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{os.cpu_count()} CPU cores"
+    return f"{dev} ({name})"
+
+
 def describe() -> str:
     """One line with the versions and the device, for the first cell of every chapter."""
     import numpy
@@ -86,10 +96,8 @@ def describe() -> str:
 
     import bonelab
 
-    dev = device()
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{os.cpu_count()} CPU cores"
     return (
         f"bonelab {bonelab.__version__} | torch {torch.__version__} | numpy {numpy.__version__} | "
-        f"SimpleITK {SimpleITK.Version_VersionString()} | device: {dev} ({name}) | "
+        f"SimpleITK {SimpleITK.Version_VersionString()} | device: {device_description()} | "
         f"quick mode: {'on' if quick() else 'off'}"
     )

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -101,7 +100,7 @@ class Result:
             return ""
         if isinstance(self.reference, tuple):
             low, high = self.reference
-            return f"{low:.{self.decimals}f}-{high:.{self.decimals}f}" + (f" {self.unit}" if self.unit else "")
+            return f"{low:.{self.decimals}f}-{self.formatted(high)}"
         return self.formatted(self.reference)
 
 
@@ -149,13 +148,12 @@ def record(chapter: str, title: str, results: Sequence[Result], *, folder=None) 
     results = list(results)
     if not results or not all(isinstance(r, Result) for r in results):
         raise InvalidArgumentError(f"chapter {chapter!r}: record needs at least one Result (bonelab.results.Result).")
-    dev = config.device()
     out = Path(folder) if folder is not None else results_dir()
     out.mkdir(parents=True, exist_ok=True)
     payload = {"chapter": chapter, "title": str(title),
                "recorded": datetime.now(UTC).isoformat(timespec="seconds"),
-               "quick": config.quick(), "device": f"{dev.type} ({os.cpu_count()} CPU cores)" if dev.type == "cpu"
-               else f"{dev.type}", "results": [asdict(r) for r in results]}
+               "quick": config.quick(), "device": config.device_description(),
+               "results": [asdict(r) for r in results]}
     path = out / f"{chapter}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
