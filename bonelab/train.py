@@ -361,6 +361,7 @@ def train(
     seed: int = 0,
     device=None,
     amp: bool | None = None,
+    channels_last: bool | None = None,
     num_workers: int = 0,
     resume: bool = True,
     progress: bool = True,
@@ -400,6 +401,14 @@ def train(
     amp : bool or None
         Mixed precision; None means on for CUDA (float16 with a GradScaler), off on CPU
         (``amp=True`` on CPU uses bfloat16).
+    channels_last : bool or None
+        Store the model's weights channels-last (NHWC) while it trains, so that its 2-D convolutions
+        run oneDNN's channels-last kernels; the arithmetic is the same, the rounding order differs.
+        The model is returned in the default layout.  None means
+        on for a network whose convolutions are all 2-D, trained by a :class:`SupervisedTask` on
+        the CPU, where ``python benchmarks/memory_format.py`` measures chapter 3's U-Net training
+        faster; off for 3-D networks and for detection models (the chapter 5 Mask R-CNN measured
+        slower channels-last on the CPU), and on CUDA, where it was not measured.
     num_workers : int
         DataLoader worker processes (seeded through ``worker_init_fn``).
     resume : bool
@@ -452,9 +461,11 @@ def train(
     try:
         return _fit(model, train_ds, val_ds, ctx, task=task, spec=spec, out_dir=Path(out_dir), epochs=epochs,
                     batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, amp=amp,
-                    num_workers=num_workers, resume=resume, progress=progress,
+                    channels_last=channels_last, num_workers=num_workers, resume=resume, progress=progress,
                     tensorboard=tensorboard, schedule=schedule)
     finally:
+        # back to the default layout: the trained model then computes exactly as load_model's does
+        model.to(memory_format=torch.contiguous_format)
         if ctx.owns_group:
             dist.destroy_process_group()
 
@@ -603,8 +614,17 @@ def _save(run: _Run, state: dict, out_dir: Path, improved: bool, writer) -> None
                 writer.add_scalar(key, row[key], state["epoch"])
 
 
+def _use_channels_last(choice: bool | None, model: torch.nn.Module, task, device: torch.device) -> bool:
+    """``train(channels_last=)``: the choice, or for None the rule its docstring states."""
+    if choice is not None:
+        return bool(choice)
+    kinds = {type(m) for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)}
+    two_d = bool(kinds) and all(issubclass(k, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for k in kinds)
+    return two_d and isinstance(task, SupervisedTask) and device.type == "cpu"
+
+
 def _fit(model, train_ds, val_ds, ctx: _Dist, *, task, spec, out_dir, epochs, batch_size, lr, weight_decay,
-         seed, amp, num_workers, resume, progress, tensorboard, schedule) -> TrainResult:
+         seed, amp, channels_last, num_workers, resume, progress, tensorboard, schedule) -> TrainResult:
     from tqdm.auto import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -613,6 +633,8 @@ def _fit(model, train_ds, val_ds, ctx: _Dist, *, task, spec, out_dir, epochs, ba
 
         save_spec(out_dir, spec)
     model.to(ctx.device)
+    if _use_channels_last(channels_last, model, task, ctx.device):
+        model.to(memory_format=torch.channels_last)
     use_amp = ctx.device.type == "cuda" if amp is None else bool(amp)
     amp_dtype = torch.float16 if ctx.device.type == "cuda" else torch.bfloat16
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)

@@ -529,3 +529,36 @@ def test_cuda_float16_amp_for_regression_and_detection(tmp_path):
     for result in (regression, detection):
         assert all(math.isfinite(r["train_loss"]) for r in result.history)
         assert torch.load(result.last_checkpoint, weights_only=True)["scaler"]["scale"] > 0  # float16 + GradScaler
+
+
+class _LayoutProbe(bt.SupervisedTask):
+    """A SupervisedTask that notes at every training step whether the weight of the first
+    convolution with several input channels is channels-last (with one channel both layouts agree)."""
+
+    def __init__(self):
+        super().__init__(bt.segmentation_loss(), batch_dice)
+        self.layouts = set()
+
+    def training_loss(self, model, batch):
+        weight = next(m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+        self.layouts.add(weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous())
+        return super().training_loss(model, batch)
+
+
+@pytest.mark.parametrize("choice, expected", [(None, True), (False, False), (True, True)])
+def test_2d_networks_train_channels_last_on_the_cpu_and_come_back_in_the_default_layout(tmp_path, choice, expected):
+    probe, net = _LayoutProbe(), tiny_net()
+    bt.train(net, bt.shapes_dataset(8, 16), bt.shapes_dataset(4, 16, seed=1), task=probe, out_dir=tmp_path,
+             epochs=1, batch_size=4, progress=False, device="cpu", tensorboard=False, channels_last=choice)
+    assert probe.layouts == {expected}
+    assert all(p.is_contiguous() for p in net.parameters())
+
+
+def test_the_automatic_layout_leaves_3d_and_detection_networks_alone():
+    cpu = torch.device("cpu")
+    task = bt.SupervisedTask(torch.nn.functional.mse_loss)
+    assert bt._use_channels_last(None, tiny_net(), task, cpu)
+    assert not bt._use_channels_last(None, torch.nn.Conv3d(1, 1, 3), task, cpu)
+    assert not bt._use_channels_last(None, tiny_net(), bt.DetectionTask(), cpu)
+    assert not bt._use_channels_last(None, tiny_net(), task, torch.device("cuda"))
+    assert bt._use_channels_last(True, torch.nn.Conv3d(1, 1, 3), task, cpu)
