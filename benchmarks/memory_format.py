@@ -3,7 +3,8 @@ the measurement behind ``bonelab.train.train(channels_last=None)``.
 
     python benchmarks/memory_format.py
 
-Three networks, each trained the way its chapter trains it, with ``channels_last`` set both ways:
+Three networks, each trained the way its chapter trains it, in both layouts (the V-Net's is
+``channels_last_3d``, NDHWC):
 
 * chapter 3's U-Net (``bonelab.tasks.wrist.train``'s network, widths 8-128, one residual unit):
   ``bonelab.train.train`` on a simulated wrist data set (12 subjects x 4 samples per view,
@@ -47,7 +48,7 @@ def _step_rate(make, inputs, targets, loss, channels_last: bool, n: int = 5) -> 
     torch.manual_seed(0)
     net = make()
     if channels_last:
-        net = net.to(memory_format=torch.channels_last)
+        net = net.to(memory_format=torch.channels_last_3d if inputs[0].dim() == 4 else torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), 1e-3)
     times = []
     for i in range(n + 2):

@@ -404,10 +404,9 @@ def train(
     channels_last : bool or None
         Store the model's weights channels-last (NHWC) while it trains, so that its 2-D convolutions
         run oneDNN's channels-last kernels; the arithmetic is the same, the rounding order differs.
-        The model is returned in the default layout.  None means
-        on for a network whose convolutions are all 2-D, trained by a :class:`SupervisedTask` on
-        the CPU, where ``python benchmarks/memory_format.py`` measures chapter 3's U-Net training
-        faster; off for 3-D networks and for detection models (the chapter 5 Mask R-CNN measured
+        The model is returned in the default layout.  None means on for a network whose
+        convolutions are all 2-D, trained by a :class:`SupervisedTask` on the CPU, where
+        ``python benchmarks/memory_format.py`` measures chapter 3's U-Net training faster; off for 3-D networks and for detection models (the chapter 5 Mask R-CNN measured
         slower channels-last on the CPU), and on CUDA, where it was not measured.
     num_workers : int
         DataLoader worker processes (seeded through ``worker_init_fn``).
@@ -616,11 +615,14 @@ def _save(run: _Run, state: dict, out_dir: Path, improved: bool, writer) -> None
 
 def _use_channels_last(choice: bool | None, model: torch.nn.Module, task, device: torch.device) -> bool:
     """``train(channels_last=)``: the choice, or for None the rule its docstring states."""
-    if choice is not None:
-        return bool(choice)
     kinds = {type(m) for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)}
     two_d = bool(kinds) and all(issubclass(k, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for k in kinds)
-    return two_d and isinstance(task, SupervisedTask) and device.type == "cpu"
+    if choice is None:
+        return two_d and isinstance(task, SupervisedTask) and device.type == "cpu"
+    if choice and not two_d:
+        raise InvalidArgumentError("channels_last=True needs a network whose convolutions are all 2-D "
+                                   f"(this one has {sorted(k.__name__ for k in kinds) or 'none'})")
+    return bool(choice)
 
 
 def _fit(model, train_ds, val_ds, ctx: _Dist, *, task, spec, out_dir, epochs, batch_size, lr, weight_decay,

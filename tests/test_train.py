@@ -561,4 +561,5 @@ def test_the_automatic_layout_leaves_3d_and_detection_networks_alone():
     assert not bt._use_channels_last(None, torch.nn.Conv3d(1, 1, 3), task, cpu)
     assert not bt._use_channels_last(None, tiny_net(), bt.DetectionTask(), cpu)
     assert not bt._use_channels_last(None, tiny_net(), task, torch.device("cuda"))
-    assert bt._use_channels_last(True, torch.nn.Conv3d(1, 1, 3), task, cpu)
+    with pytest.raises(InvalidArgumentError, match="all 2-D"):
+        bt._use_channels_last(True, torch.nn.Conv3d(1, 1, 3), task, cpu)
