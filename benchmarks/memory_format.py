@@ -1,5 +1,5 @@
 """Training throughput on the CPU in the default (NCHW) and the channels-last (NHWC) weight layout:
-the measurement behind ``bonelab.train.train(channels_last=None)``.
+the measurement behind ``bonelab.train.train(channels_last=False)``, the default.
 
     python benchmarks/memory_format.py
 

@@ -545,21 +545,17 @@ class _LayoutProbe(bt.SupervisedTask):
         return super().training_loss(model, batch)
 
 
-@pytest.mark.parametrize("choice, expected", [(None, True), (False, False), (True, True)])
-def test_2d_networks_train_channels_last_on_the_cpu_and_come_back_in_the_default_layout(tmp_path, choice, expected):
+@pytest.mark.parametrize("choice", [False, True])
+def test_a_2d_network_trains_in_the_layout_asked_for_and_comes_back_in_the_default_one(tmp_path, choice):
     probe, net = _LayoutProbe(), tiny_net()
     bt.train(net, bt.shapes_dataset(8, 16), bt.shapes_dataset(4, 16, seed=1), task=probe, out_dir=tmp_path,
              epochs=1, batch_size=4, progress=False, device="cpu", tensorboard=False, channels_last=choice)
-    assert probe.layouts == {expected}
+    assert probe.layouts == {choice}
     assert all(p.is_contiguous() for p in net.parameters())
 
 
-def test_the_automatic_layout_leaves_3d_and_detection_networks_alone():
-    cpu = torch.device("cpu")
-    task = bt.SupervisedTask(torch.nn.functional.mse_loss)
-    assert bt._use_channels_last(None, tiny_net(), task, cpu)
-    assert not bt._use_channels_last(None, torch.nn.Conv3d(1, 1, 3), task, cpu)
-    assert not bt._use_channels_last(None, tiny_net(), bt.DetectionTask(), cpu)
-    assert not bt._use_channels_last(None, tiny_net(), task, torch.device("cuda"))
+def test_channels_last_is_refused_for_a_3d_network(tmp_path):
+    data = bt.shapes_dataset(4, 16)
     with pytest.raises(InvalidArgumentError, match="all 2-D"):
-        bt._use_channels_last(True, torch.nn.Conv3d(1, 1, 3), task, cpu)
+        bt.train(torch.nn.Conv3d(1, 1, 3), data, data, loss=torch.nn.functional.mse_loss, out_dir=tmp_path,
+                 epochs=1, progress=False, device="cpu", tensorboard=False, channels_last=True)
