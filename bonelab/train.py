@@ -405,8 +405,9 @@ def train(
         Store a 2-D network's weights channels-last (NHWC) while it trains, so that its
         convolutions run oneDNN's channels-last kernels; the arithmetic is the same, the rounding
         order differs, and the model is returned in the default layout.  Off by default: on this
-        project's 2-core CPU ``python benchmarks/memory_format.py`` measured the U-Net's training
-        step alone 2.5x faster but the whole training loop between 0.96x and 1.13x, run to run.
+        project's 2-core CPU ``python benchmarks/memory_format.py`` measured chapter 3's training
+        loop no faster channels-last (0.96x), although a U-Net training step timed alone ran 2.5x
+        faster.
     num_workers : int
         DataLoader worker processes (seeded through ``worker_init_fn``).
     resume : bool
@@ -455,6 +456,8 @@ def train(
     task = _choose_task(task, loss, metric_fn)
     if spec is not None:
         _check_spec(spec, model)
+    if channels_last:
+        _check_channels_last(model)
     ctx = _init_distributed(device)
     try:
         return _fit(model, train_ds, val_ds, ctx, task=task, spec=spec, out_dir=Path(out_dir), epochs=epochs,
@@ -462,8 +465,8 @@ def train(
                     channels_last=channels_last, num_workers=num_workers, resume=resume, progress=progress,
                     tensorboard=tensorboard, schedule=schedule)
     finally:
-        # back to the default layout: the trained model then computes exactly as load_model's does
-        model.to(memory_format=torch.contiguous_format)
+        if channels_last:  # back to the default layout: it then computes exactly as load_model's does
+            model.to(memory_format=torch.contiguous_format)
         if ctx.owns_group:
             dist.destroy_process_group()
 
@@ -612,15 +615,13 @@ def _save(run: _Run, state: dict, out_dir: Path, improved: bool, writer) -> None
                 writer.add_scalar(key, row[key], state["epoch"])
 
 
-def _use_channels_last(choice: bool, model: torch.nn.Module) -> bool:
-    """``train(channels_last=)``, refused for a network that is not all 2-D (its 5-D weights
+def _check_channels_last(model: torch.nn.Module) -> None:
+    """``train(channels_last=True)`` needs a network whose convolutions are all 2-D (5-D weights
     cannot be laid out channels-last)."""
     kinds = {type(m) for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)}
-    two_d = bool(kinds) and all(issubclass(k, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for k in kinds)
-    if choice and not two_d:
+    if not kinds or not all(issubclass(k, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for k in kinds):
         raise InvalidArgumentError("channels_last=True needs a network whose convolutions are all 2-D "
                                    f"(this one has {sorted(k.__name__ for k in kinds) or 'none'})")
-    return bool(choice)
 
 
 def _fit(model, train_ds, val_ds, ctx: _Dist, *, task, spec, out_dir, epochs, batch_size, lr, weight_decay,
@@ -633,7 +634,7 @@ def _fit(model, train_ds, val_ds, ctx: _Dist, *, task, spec, out_dir, epochs, ba
 
         save_spec(out_dir, spec)
     model.to(ctx.device)
-    if _use_channels_last(channels_last, model):
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     use_amp = ctx.device.type == "cuda" if amp is None else bool(amp)
     amp_dtype = torch.float16 if ctx.device.type == "cuda" else torch.bfloat16

@@ -559,3 +559,4 @@ def test_channels_last_is_refused_for_a_3d_network(tmp_path):
     with pytest.raises(InvalidArgumentError, match="all 2-D"):
         bt.train(torch.nn.Conv3d(1, 1, 3), data, data, loss=torch.nn.functional.mse_loss, out_dir=tmp_path,
                  epochs=1, progress=False, device="cpu", tensorboard=False, channels_last=True)
+    assert not any(tmp_path.iterdir())  # refused before any file is written
