@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bonelab import config
+from bonelab import config, files
 from bonelab.errors import InvalidArgumentError, UnreadableFileError
 
 _CHAPTER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -149,16 +149,11 @@ def record(chapter: str, title: str, results: Sequence[Result], *, folder=None) 
     if not results or not all(isinstance(r, Result) for r in results):
         raise InvalidArgumentError(f"chapter {chapter!r}: record needs at least one Result (bonelab.results.Result).")
     out = Path(folder) if folder is not None else results_dir()
-    out.mkdir(parents=True, exist_ok=True)
     payload = {"chapter": chapter, "title": str(title),
                "recorded": datetime.now(UTC).isoformat(timespec="seconds"),
                "quick": config.quick(), "device": config.device_description(),
                "results": [asdict(r) for r in results]}
-    path = out / f"{chapter}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return files.write_json(out / f"{chapter}.json", payload)
 
 
 def load(folder=None) -> dict[str, dict]:
