@@ -10,8 +10,9 @@ size; formulas are typeset and embedded widgets drawn; no cell output holds a tr
 chapter shows at least as many figures as its executed notebook holds image outputs; no output
 shows a temporary path (``/tmp/...``); every internal link (table of contents, cross-references,
 citations) points to a file that exists and, with a ``#fragment``, to an id on that page; every
-"chapter N" in the text names a chapter of the book.  A screenshot of each page's first screen is
-written to ``screenshots``.
+"chapter N" in the text names a chapter of the book; the page does not scroll sideways (no
+element wider than the window, such as an unwrapped API signature).  A screenshot of each page's
+first screen is written to ``screenshots``.
 """
 
 from __future__ import annotations
@@ -75,6 +76,15 @@ return imgs.filter(i => !(i.complete && i.naturalWidth > 0 && i.naturalHeight > 
 """
 
 
+_WIDER_THAN_WINDOW_JS = """
+const W = document.documentElement.clientWidth;
+if (document.documentElement.scrollWidth <= W + 1) return [];
+return Array.from(document.querySelectorAll('main *'))
+  .filter(e => e.getBoundingClientRect().right > W + 1 && e.children.length < 3)
+  .slice(0, 3).map(e => [e.tagName.toLowerCase() + '.' + e.className, (e.textContent || '').trim().slice(0, 80)]);
+"""
+
+
 def check_page(driver, site: Path, doc: str, *, n_chapters: int, executed: dict | None = None,
                screenshots: Path | None = None) -> list[str]:
     """Problems a reader would see on page ``doc`` of ``site`` (an empty list if none)."""
@@ -103,6 +113,8 @@ def check_page(driver, site: Path, doc: str, *, n_chapters: int, executed: dict 
           .map(o => (o.textContent.match(/\\/tmp\\/\\S+/) || [null])[0]).filter(x => x);""")
     problems += [f"{doc}: a temporary path in an output: {t}" for t in leaks]
     problems += _typeset_and_widgets(driver, doc)
+    wide = driver.execute_script(_WIDER_THAN_WINDOW_JS)
+    problems += [f"{doc}: wider than the window, scrolls sideways ({w}): {t!r}" for w, t in wide]
     if executed is not None:
         drawn = figures_in_notebook(executed)
         shown = driver.execute_script("return document.querySelectorAll('.cell_output img').length")

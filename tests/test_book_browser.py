@@ -85,6 +85,14 @@ def test_a_dead_link_is_caught(site, tmp_path, driver):
     assert any("dead link" in p and "no_such_chapter.html" in p for p in _problems(driver, site, copy, page))
 
 
+def test_a_page_that_scrolls_sideways_is_caught(site, tmp_path, driver):
+    page = "book/01_loading_ct"
+    wide = '<p><span style="white-space: nowrap">' + "an unbreakable line " * 200 + "</span></p>"
+    marker = '<div class="cell_output docutils container">'
+    copy = _planted(site, tmp_path, page, marker, wide + marker)
+    assert any("scrolls sideways" in p and "an unbreakable line" in p for p in _problems(driver, site, copy, page))
+
+
 def _public_names():
     """(module, name) of every public function and class that a bonelab module defines."""
     import importlib
