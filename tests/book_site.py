@@ -79,9 +79,10 @@ return imgs.filter(i => !(i.complete && i.naturalWidth > 0 && i.naturalHeight > 
 _WIDER_THAN_WINDOW_JS = """
 const W = document.documentElement.clientWidth;
 if (document.documentElement.scrollWidth <= W + 1) return [];
-return Array.from(document.querySelectorAll('main *'))
+const wide = Array.from(document.querySelectorAll('body *'))
   .filter(e => e.getBoundingClientRect().right > W + 1 && e.children.length < 3)
   .slice(0, 3).map(e => [e.tagName.toLowerCase() + '.' + e.className, (e.textContent || '').trim().slice(0, 80)]);
+return wide.length ? wide : [['page', document.documentElement.scrollWidth + ' px in a ' + W + ' px window']];
 """
 
 
