@@ -60,6 +60,9 @@ def _problems(driver, site: Path, copy: Path, page: str) -> list[str]:
     return check_page(driver, copy, page, n_chapters=6, executed=executed_notebook(site, page))
 
 
+_OUTPUT = '<div class="cell_output docutils container">'  # where a planted fault goes before a cell's output
+
+
 def test_a_broken_image_is_caught(site, tmp_path, driver):
     import re
 
@@ -74,7 +77,7 @@ def test_a_traceback_in_an_output_is_caught(site, tmp_path, driver):
     page = "book/01_loading_ct"
     fault = ('<div class="cell_output docutils container"><div class="output traceback highlight-ipythontb '
              'notranslate"><pre>Traceback (most recent call last):\nValueError: planted</pre></div></div>')
-    copy = _planted(site, tmp_path, page, '<div class="cell_output docutils container">', fault + '<div class="cell_output docutils container">')
+    copy = _planted(site, tmp_path, page, _OUTPUT, fault + _OUTPUT)
     assert any("traceback in an output" in p for p in _problems(driver, site, copy, page))
 
 
@@ -88,8 +91,7 @@ def test_a_dead_link_is_caught(site, tmp_path, driver):
 def test_a_page_that_scrolls_sideways_is_caught(site, tmp_path, driver):
     page = "book/01_loading_ct"
     wide = '<p><span style="white-space: nowrap">' + "an unbreakable line " * 200 + "</span></p>"
-    marker = '<div class="cell_output docutils container">'
-    copy = _planted(site, tmp_path, page, marker, wide + marker)
+    copy = _planted(site, tmp_path, page, _OUTPUT, wide + _OUTPUT)
     assert any("scrolls sideways" in p and "an unbreakable line" in p for p in _problems(driver, site, copy, page))
 
 
