@@ -25,12 +25,33 @@ def quick() -> bool:
     return os.environ.get("BONELAB_QUICK", "").strip().lower() in _TRUE
 
 
-def choose(full: T, quick_value: T) -> T:
-    """``quick_value`` in quick mode, else ``full``: the one way chapters size their work.
+def choose(full: T, quick_value: T, *, gpu: T | None = None) -> T:
+    """The one way chapters size their work: ``quick_value`` in quick mode; else ``gpu`` when it
+    is given and :func:`device` is a CUDA device; else ``full`` (the size a full ``make book``
+    runs at on a CPU).
 
-    >>> n_subjects = choose(full=40, quick_value=4)
+    A chapter passes ``gpu=`` where more work makes it better (more epochs, larger images) and a
+    GPU makes that affordable; :func:`sizing` says in words which of the three was picked.
+
+    >>> epochs = choose(full=30, quick_value=1, gpu=80)   # 1 under the tests, 30 or 80 in a build
     """
-    return quick_value if quick() else full
+    if quick():
+        return quick_value
+    if gpu is not None and device().type == "cuda":
+        return gpu
+    return full
+
+
+def sizing() -> str:
+    """Which sizes :func:`choose` picks, in words, for a chapter's settings line and its results
+    record: ``"quick"``, ``"full size, GPU settings"`` or ``"full size, CPU settings"``.
+
+    >>> import os; os.environ["BONELAB_QUICK"] = "1"; sizing()
+    'quick'
+    """
+    if quick():
+        return "quick"
+    return "full size, " + ("GPU" if device().type == "cuda" else "CPU") + " settings"
 
 
 def data_dir() -> Path:

@@ -151,7 +151,7 @@ def record(chapter: str, title: str, results: Sequence[Result], *, folder=None) 
     out = Path(folder) if folder is not None else results_dir()
     payload = {"chapter": chapter, "title": str(title),
                "recorded": datetime.now(UTC).isoformat(timespec="seconds"),
-               "quick": config.quick(), "device": config.device_description(),
+               "quick": config.quick(), "sizing": config.sizing(), "device": config.device_description(),
                "results": [asdict(r) for r in results]}
     return files.write_json(out / f"{chapter}.json", payload)
 

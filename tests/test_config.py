@@ -1,0 +1,23 @@
+"""How chapters size their work: quick mode, the CPU's full sizes, and the GPU's larger ones."""
+
+import pytest
+
+from bonelab import config
+
+
+@pytest.mark.parametrize(
+    "quick, device, expected, words",
+    [("1", "cpu", 1, "quick"), ("1", "cuda", 1, "quick"),
+     ("0", "cpu", 30, "full size, CPU settings"), ("0", "cuda", 80, "full size, GPU settings")],
+)
+def test_choose_picks_quick_then_gpu_then_full(monkeypatch, quick, device, expected, words):
+    monkeypatch.setenv("BONELAB_QUICK", quick)
+    monkeypatch.setenv("BONELAB_DEVICE", device)
+    assert config.choose(30, 1, gpu=80) == expected
+    assert config.sizing() == words
+
+
+def test_choose_without_a_gpu_size_keeps_the_full_size_on_a_gpu(monkeypatch):
+    monkeypatch.setenv("BONELAB_QUICK", "0")
+    monkeypatch.setenv("BONELAB_DEVICE", "cuda")
+    assert config.choose((28, 5), (6, 1)) == (28, 5)
