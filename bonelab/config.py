@@ -49,9 +49,7 @@ def sizing() -> str:
     >>> import os; os.environ["BONELAB_QUICK"] = "1"; sizing()
     'quick'
     """
-    if quick():
-        return "quick"
-    return "full size, " + ("GPU" if device().type == "cuda" else "CPU") + " settings"
+    return choose("full size, CPU settings", "quick", gpu="full size, GPU settings")
 
 
 def data_dir() -> Path:
