@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bonelab.errors import BonelabError, InvalidArgumentError
+from bonelab.errors import BonelabError, InvalidArgumentError, InvalidValuesError
 from bonelab.files import atomic_path, write_json
 from bonelab.volume import default_label_names
 
@@ -274,7 +274,32 @@ def _run_bmd(args) -> int:
     print(f"vBMD trabecular {qct.vbmd_mg_cm3(bmd, mask, peel_mm=args.peel_mm):.1f} mg/cm3 "
           f"(deeper than {args.peel_mm:g} mm)")
     print(f"aBMD (CTXA-like, AP projection) {qct.areal_bmd_g_cm2(bmd, mask):.3f} g/cm2")
+    _print_femur_regions(bmd, mask, args.peel_mm)
     return 0
+
+
+def _print_femur_regions(bmd, mask, peel_mm: float) -> None:
+    """The neck's, trochanter's and total region's vBMD, from axes measured on a femur mask; a
+    note instead where the mask is no proximal femur (a vertebra, a femur cut above the shaft)."""
+    from bonelab import qct
+
+    try:
+        axes = qct.measure_femur_axes(mask)
+    except InvalidValuesError as e:
+        print(f"femur regions: not measured ({e})")
+        return
+    print(f"femur axes (measured on the mask): head {2 * axes['head_radius_mm']:.1f} mm across, neck "
+          f"{2 * axes['neck_radius_mm']:.1f} mm, neck-shaft angle {qct.neck_shaft_angle_deg(axes):.0f} deg")
+    regions = qct.femur_regions(mask, **axes)
+    print(f"{'region':<12}{'vBMD integral':>15}{'vBMD trabecular':>17}  mg/cm3")
+    for name in ("neck", "trochanter", "total"):
+        values = []
+        for peel in (None, peel_mm):
+            try:
+                values.append(f"{qct.vbmd_mg_cm3(bmd, mask, regions[name], peel_mm=peel):.1f}")
+            except InvalidValuesError:  # no voxel left in the region (a thin neck peeled away)
+                values.append("n/a")
+        print(f"{name:<12}{values[0]:>15}{values[1]:>17}")
 
 
 # --- writing images ----------------------------------------------------------------------------

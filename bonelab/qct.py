@@ -14,6 +14,8 @@ LPS mm, axis-aligned grids):
 * :func:`hu_to_bmd_mg_cm3`: HU -> mg/cm3 with that line;
 * :func:`find_femoral_heads`, :func:`hip_roi`, :func:`crop_mm`: the region of interest around one
   hip, found from the image alone;
+* :func:`measure_femur_axes`, :func:`neck_shaft_angle_deg`: a femur's head, neck and shaft axes
+  measured from its mask (a reader's scan has no phantom parameters);
 * :func:`femur_regions`, :func:`vbmd_mg_cm3`, :func:`areal_bmd_g_cm2`: volumetric BMD of the
   total proximal femur, neck and trochanter (integral and trabecular), and a CTXA-like areal BMD.
 
@@ -286,8 +288,7 @@ def femur_regions(like: Volume, head_center_mm, neck_shaft_junction_mm, shaft_di
 
     These are boxes of space, not bone: intersect them with a femur mask (:func:`vbmd_mg_cm3`).
     ``shaft_direction`` is the unit vector down the shaft (distal); all positions (x, y, z) LPS mm.
-    On a reader's CT, measure the head centre, the junction and the shaft axis (e.g. from the
-    mask's principal axes) to use them."""
+    On a reader's CT, measure them from the femur's mask with :func:`measure_femur_axes`."""
     like = _lps(like, "femur_regions")
     H, J = np.asarray(head_center_mm, float), np.asarray(neck_shaft_junction_mm, float)
     d = np.asarray(shaft_direction, float) / np.linalg.norm(shaft_direction)
@@ -308,6 +309,135 @@ def femur_regions(like: Volume, head_center_mm, neck_shaft_junction_mm, shaft_di
     total = head_neck | trochanter
     return {"head_neck": np.ascontiguousarray(head_neck), "neck": np.broadcast_to(neck, like.shape).copy(),
             "trochanter": np.broadcast_to(trochanter, like.shape).copy(), "total": np.broadcast_to(total, like.shape).copy()}
+
+
+#: Where :func:`measure_femur_axes` takes the shaft: this far below the head centre (mm), under
+#: the lesser trochanter (whose lower edge lies up to about 100 mm below the head centre in the
+#: hip phantoms' largest femurs) and inside :func:`hip_roi`'s box (115 mm below the head).
+SHAFT_WINDOW_MM = (100.0, 115.0)
+
+
+def _sphere_fit(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares sphere through ``points`` (n, 3): the algebraic fit, linear in the centre
+    and in ``r**2 - |c|**2`` (no library fits spheres; it is three lines of numpy)."""
+    a = np.column_stack([2 * points, np.ones(len(points))])
+    sol, *_ = np.linalg.lstsq(a, (points**2).sum(axis=1), rcond=None)
+    c = sol[:3]
+    return c, float(np.sqrt(sol[3] + c @ c))
+
+
+def _core_centroid(section: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(x, y) mm centroid of the core of a bone's cross-section (the pixels deeper than 60 % of
+    its deepest): a bump on the outline, such as the lesser trochanter, barely moves it."""
+    from scipy.ndimage import distance_transform_edt
+
+    depth = distance_transform_edt(section, sampling=(y[1] - y[0] if len(y) > 1 else 1.0,
+                                                      x[1] - x[0] if len(x) > 1 else 1.0))
+    iy, ix = np.nonzero(depth >= 0.6 * depth.max())
+    return float(x[ix].mean()), float(y[iy].mean())
+
+
+def measure_femur_axes(mask: Volume, *, shaft_window_mm=SHAFT_WINDOW_MM) -> dict:
+    """The axes of a proximal femur, measured from its mask alone: the arguments of
+    :func:`femur_regions`, for a reader's CT where no phantom parameters exist.
+
+    * head: a sphere fitted to the mask's surface over the top of the head (the cap within 20 mm
+      of the femur's highest point, then the upper hemisphere of that first sphere);
+    * shaft: a line through the centroids of the cores of the mask's axial slices 100-115 mm below the head
+      centre (``shaft_window_mm``: below the lesser trochanter), pointing distal;
+    * neck axis: from the centroid of the bone 2-12 mm outside the head's sphere to the head
+      centre; the neck-shaft junction is the point of the shaft axis closest to that line;
+    * neck radius: from the least cross-section of the neck (the area of bone within a head
+      radius of the neck axis, in 1 mm steps), ``sqrt(area / pi)``.
+
+    ``mask`` is an axis-aligned volume whose non-zero voxels are one proximal femur with its head
+    and at least 10 mm of shaft in the window.  Returns a dict with ``head_center_mm``,
+    ``neck_shaft_junction_mm`` ((x, y, z) LPS mm), ``shaft_direction`` (unit, distal),
+    ``head_radius_mm`` and ``neck_radius_mm``: pass it whole to :func:`femur_regions` (and to
+    :func:`neck_shaft_angle_deg`).  On hip phantoms the head centre comes within about 1 mm of
+    the truth, the shaft within about 6 degrees and the junction within about 11 mm (the neck
+    axis is the weakest part), see tests/test_qct.py.
+
+    >>> from bonelab.phantoms.hip import hip
+    >>> s = hip(3, spacing=2.0)
+    >>> femur = Volume((s.labels.array == 1).astype("uint8"), s.labels.spacing, s.labels.origin)
+    >>> axes = measure_femur_axes(femur)
+    >>> round(axes["head_radius_mm"]), round(s.params["femur_left"]["head_diameter_mm"] / 2)
+    (23, 23)
+
+    Raises
+    ------
+    InvalidValuesError
+        An empty mask, or one with no shaft in the window (a mask cut off above the lesser
+        trochanter, or of another bone).
+    """
+    from scipy.ndimage import binary_erosion
+
+    mask = _lps(mask, "measure_femur_axes")
+    m = mask.array > 0
+    if not m.any():
+        raise InvalidValuesError("measure_femur_axes: the mask is empty.")
+    z, y, x = _axes_mm(mask)
+
+    def world(idx):  # (n, 3) (z, y, x) indices -> (n, 3) (x, y, z) mm
+        return np.column_stack([x[idx[:, 2]], y[idx[:, 1]], z[idx[:, 0]]])
+
+    surface = world(np.argwhere(m & ~binary_erosion(m)))
+    bone = world(np.argwhere(m))
+    top = surface[surface[:, 2] >= surface[:, 2].max() - 20.0]
+    centre, radius = _sphere_fit(top[np.linalg.norm(top[:, :2] - top[:, :2].mean(0), axis=1) <= 30.0])
+    dist = np.linalg.norm(surface - centre, axis=1)
+    cap = surface[(np.abs(dist - radius) <= 0.2 * radius) & (surface[:, 2] >= centre[2])]
+    if len(cap) < 20:
+        raise InvalidValuesError("measure_femur_axes: the top of the mask is no femoral head (no round cap).")
+    centre, radius = _sphere_fit(cap)
+    radius += 0.5 * float(np.mean(mask.spacing))  # surface voxels' centres lie half a voxel inside the surface
+
+    lo, hi = centre[2] - shaft_window_mm[1], centre[2] - shaft_window_mm[0]
+    ks = [k for k in range(m.shape[0]) if lo <= z[k] <= hi and m[k].any()]
+    if len(ks) * mask.spacing[2] < 10.0:
+        raise InvalidValuesError(f"measure_femur_axes: the mask holds under 10 mm of femoral shaft "
+                                 f"{shaft_window_mm[0]:g}-{shaft_window_mm[1]:g} mm below the head (z {lo:.0f} to "
+                                 f"{hi:.0f} mm); it needs the femur down below the lesser trochanter.")
+    cents = np.array([[*_core_centroid(m[k], x, y), z[k]] for k in ks])
+    mid = cents.mean(axis=0)
+    d = np.linalg.svd(cents - mid)[2][0]
+    d = -d if d[2] > 0 else d  # distal: down, -z in LPS
+
+    r = np.linalg.norm(bone - centre, axis=1)
+    neck_bone = bone[(r >= radius + 2.0) & (r <= radius + 12.0)]
+    if not (np.isfinite(radius) and 15.0 <= radius <= 35.0 and len(neck_bone)):
+        raise InvalidValuesError(f"measure_femur_axes: the head fitted to the mask is {radius:.1f} mm in radius, with "
+                                 "no neck beside it; adult femoral heads are 20-25 mm in radius.")
+    u = centre - neck_bone.mean(axis=0)
+    u /= np.linalg.norm(u)  # along the neck, toward the head
+    # closest point of the shaft line (mid + t d) to the neck line (centre + s u)
+    w, b = mid - centre, u @ d
+    t = (b * (w @ u) - (w @ d)) / (1.0 - b * b)
+    junction = mid + t * d
+    rel = bone - centre
+    along = -(rel @ u)
+    off = np.linalg.norm(rel + np.outer(along, u), axis=1)
+    voxel_mm3 = float(np.prod(mask.spacing))
+    steps = np.arange(radius + 2.0, radius + 20.0, 1.0)
+    areas = [np.count_nonzero((np.abs(along - s) <= 0.5) & (off <= radius)) * voxel_mm3 for s in steps]
+    return {"head_center_mm": centre.tolist(), "neck_shaft_junction_mm": junction.tolist(),
+            "shaft_direction": d.tolist(), "head_radius_mm": radius,
+            "neck_radius_mm": float(np.sqrt(min(areas) / np.pi))}
+
+
+def neck_shaft_angle_deg(axes: dict) -> float:
+    """The neck-shaft angle (degrees) of femur axes (the arguments of :func:`femur_regions`, e.g.
+    from :func:`measure_femur_axes`): between the neck axis (junction to head centre) and the shaft
+    pointing distal; 120-135 degrees in adults, 180 for a straight bone.
+
+    >>> round(neck_shaft_angle_deg({"head_center_mm": [0, 0, 0], "neck_shaft_junction_mm": [1, 0, -1],
+    ...                              "shaft_direction": [0, 0, -1]}), 1)
+    135.0
+    """
+    u = np.subtract(axes["head_center_mm"], axes["neck_shaft_junction_mm"])
+    d = np.asarray(axes["shaft_direction"], float)
+    return float(np.degrees(np.arccos(np.clip(u @ d / np.linalg.norm(u) / np.linalg.norm(d), -1.0, 1.0))))
 
 
 def _check_grid(a: Volume, b: Volume, what: str) -> None:

@@ -131,3 +131,48 @@ def test_femur_regions_split_the_phantom_femur(subject):
     neck = (regions["neck"] & femur).sum() * 8.0 / 1000  # mL
     # a 10 mm slab of a neck 30-35 mm across holds 7-10 mL of bone
     assert 5.0 < neck < 12.0
+
+
+def _femur_mask(s):
+    return Volume((s.labels.array == 1).astype(np.uint8), s.labels.spacing, s.labels.origin)
+
+
+@pytest.mark.parametrize("seed", [3, 1])
+def test_femur_axes_measured_on_the_mask_match_the_phantoms_own(seed, subject):
+    from bonelab.phantoms.hip import femur_axes
+
+    s = subject if seed == 3 else hip(seed, spacing=2.0)
+    f = s.params["femur_left"]
+    H = np.asarray(f["head_center_mm"])
+    _, d_s, J = femur_axes(H, f, 1)
+    mask = _femur_mask(s)
+    axes = qct.measure_femur_axes(mask)
+    # measured on 2 mm voxels (seeds 3, 1): head 0.1 mm and radius 0.1 mm off, shaft 2.2-2.7 deg,
+    # junction 4.7-5.9 mm, neck radius +1.1-1.9 mm, neck-shaft angle -0.7 to -6.6 deg
+    assert np.linalg.norm(np.subtract(axes["head_center_mm"], H)) < 1.0
+    assert axes["head_radius_mm"] == pytest.approx(f["head_diameter_mm"] / 2, abs=1.0)
+    assert np.degrees(np.arccos(np.dot(axes["shaft_direction"], d_s))) < 5.0
+    assert np.linalg.norm(np.subtract(axes["neck_shaft_junction_mm"], J)) < 8.0
+    assert axes["neck_radius_mm"] == pytest.approx(f["neck_diameter_mm"] / 2, abs=2.5)
+    assert qct.neck_shaft_angle_deg(axes) == pytest.approx(f["neck_shaft_angle_deg"], abs=9.0)
+    # the regions drawn from the measured axes cover the same bone as the phantom's (overlap 0.88-0.99)
+    measured = qct.femur_regions(mask, **axes)
+    true = qct.femur_regions(mask, H, J, d_s, f["head_diameter_mm"] / 2, f["neck_diameter_mm"] / 2)
+    bone = mask.array > 0
+    for region, least in (("neck", 0.85), ("trochanter", 0.95), ("total", 0.97)):
+        a, b = measured[region] & bone, true[region] & bone
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > least, region
+
+
+def test_measure_femur_axes_refuses_what_is_no_proximal_femur(subject):
+    mask = _femur_mask(subject)
+    with pytest.raises(InvalidValuesError, match="empty"):
+        qct.measure_femur_axes(Volume(np.zeros_like(mask.array), mask.spacing, mask.origin))
+    head_z = subject.params["femur_left"]["head_center_mm"][2]
+    z = mask.origin[2] + mask.spacing[2] * np.arange(mask.shape[0])
+    cut = mask.array * (z >= head_z - 80.0)[:, None, None]  # cut off above the shaft's window
+    with pytest.raises(InvalidValuesError, match="shaft"):
+        qct.measure_femur_axes(Volume(cut.astype(np.uint8), mask.spacing, mask.origin))
+    pelvis = (subject.labels.array == 3).astype(np.uint8)  # a hip bone: no round head on top
+    with pytest.raises(InvalidValuesError, match="no femoral head"):
+        qct.measure_femur_axes(Volume(pelvis, mask.spacing, mask.origin))

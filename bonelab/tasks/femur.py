@@ -534,9 +534,13 @@ def bmd_rows(rows, probs, *, threshold: float = 0.5, peel_mm: float = PEEL_MM):
     * ``true``: the phantom's own density (its noise-free line: the truth grid, true mask, true
       calibration);
     * ``scan_true_mask``: the scan, calibrated on its rods, over the true mask (on the scan's grid);
-    * ``scan_pred_mask``: the same scan over the network's mask (what a QCT reading gives).
+    * ``scan_pred_mask``: the same scan over the network's mask;
+    * ``scan_pred_mask_axes``: the same, with the regions drawn from axes measured on the
+      network's mask (:func:`bonelab.qct.measure_femur_axes`) instead of the phantom's: what a
+      QCT reading of a real scan gives.
 
-    The difference of the last two is what segmentation error does to BMD.  A pandas DataFrame,
+    The difference of ``scan_pred_mask`` and ``scan_true_mask`` is what segmentation error does to
+    BMD; that of the last two, what measuring the axes does.  A pandas DataFrame,
     one row per subject, region, compartment and way (NaN where a mask misses the region)."""
     import pandas as pd
 
@@ -552,10 +556,11 @@ def bmd_rows(rows, probs, *, threshold: float = 0.5, peel_mm: float = PEEL_MM):
         ways = {"true": ("truth", r["truth_hu"], r["truth_label"], true_cal),
                 "scan_true_mask": ("scan", r["scan"], r["scan_label"], scan_cal),
                 "scan_pred_mask": ("scan", r["scan"], _masks_on(p, m, "scan", threshold).astype(np.uint8), scan_cal)}
+        ways["scan_pred_mask_axes"] = ways["scan_pred_mask"]
         for way, (key, hu, mask, cal) in ways.items():
             bmd = qct.hu_to_bmd_mg_cm3(volume_of(m, key, hu), cal)
             mvol = volume_of(m, key, mask)
-            regions = regions_of(m, key)
+            regions = _measured_regions(mvol) if way == "scan_pred_mask_axes" else regions_of(m, key)
             for region in REGIONS:
                 for comp, peel in (("integral", None), ("trabecular", peel_mm)):
                     out.append({"seed": m["seed"], "way": way, "region": region, "measure": f"vBMD {comp}",
@@ -565,19 +570,68 @@ def bmd_rows(rows, probs, *, threshold: float = 0.5, peel_mm: float = PEEL_MM):
     return pd.DataFrame(out)
 
 
-def bmd_errors(bmd):
-    """From :func:`bmd_rows`: per region and measure, the true mean, and the mean and mean absolute
-    difference (measured - true) of the scan with the true and with the predicted mask, and the
-    mean absolute effect of the segmentation alone (predicted - true mask, same scan)."""
+def axes_errors(rows, probs, *, threshold: float = 0.5):
+    """How far the axes :func:`bonelab.qct.measure_femur_axes` measures on the scan's masks lie
+    from the phantom's own: per subject and mask (``true``: the truth on the scan's grid;
+    ``network``: the prediction), the head centre's distance (mm), the head radius's error (mm),
+    the angle between the shaft axes (degrees) and the neck-shaft junction's distance (mm).  A
+    pandas DataFrame; NaN where the mask is no femur to measure."""
     import pandas as pd
 
-    wide = bmd.pivot_table(index=["region", "measure", "seed"], columns="way", values="value")
+    from bonelab import qct
+    from bonelab.errors import InvalidValuesError
+
+    out = []
+    for r, p in zip(rows, probs):
+        m = r["meta"]
+        truth = m["axes"]
+        for which, mask in (("true", r["scan_label"]), ("network", _masks_on(p, m, "scan", threshold))):
+            row = {"seed": m["seed"], "mask": which}
+            try:
+                a = qct.measure_femur_axes(volume_of(m, "scan", mask.astype(np.uint8)))
+            except InvalidValuesError:
+                out.append(row)
+                continue
+            cos = np.clip(np.dot(a["shaft_direction"], truth["shaft_direction"]), -1.0, 1.0)
+            out.append({**row,
+                        "head centre (mm)": float(np.linalg.norm(np.subtract(a["head_center_mm"], truth["head_center_mm"]))),
+                        "head radius (mm)": a["head_radius_mm"] - truth["head_radius_mm"],
+                        "shaft axis (deg)": float(np.degrees(np.arccos(cos))),
+                        "junction (mm)": float(np.linalg.norm(np.subtract(a["neck_shaft_junction_mm"],
+                                                                          truth["neck_shaft_junction_mm"])))})
+    return pd.DataFrame(out)
+
+
+def _measured_regions(mask: Volume) -> dict:
+    """:func:`bonelab.qct.femur_regions` from the axes measured on ``mask``; empty regions where
+    the mask is no femur to measure (a failed segmentation is a result: its BMD reads NaN)."""
+    from bonelab import qct
+    from bonelab.errors import InvalidValuesError
+
+    try:
+        axes = qct.measure_femur_axes(mask)
+    except InvalidValuesError:
+        return {k: np.zeros(mask.shape, bool) for k in REGIONS}
+    return qct.femur_regions(mask, **axes)
+
+
+def bmd_errors(bmd):
+    """From :func:`bmd_rows`: per region and measure, the true mean, and the mean and mean absolute
+    difference (measured - true) of the scan with the true and with the predicted mask, the
+    mean absolute effect of the segmentation alone (predicted - true mask, same scan), and that of
+    drawing the regions from measured axes (``rel_axes_%``: measured - phantom axes, same mask)."""
+    import pandas as pd
+
+    # a way whose every value is NaN (a failed network's mask) keeps its column
+    ways = ["true", "scan_true_mask", "scan_pred_mask", "scan_pred_mask_axes"]
+    wide = bmd.pivot_table(index=["region", "measure", "seed"], columns="way", values="value").reindex(columns=ways)
     d_true = wide["scan_true_mask"] - wide["true"]
     d_pred = wide["scan_pred_mask"] - wide["true"]
     d_seg = wide["scan_pred_mask"] - wide["scan_true_mask"]
     g = pd.DataFrame({"true": wide["true"], "bias_true_mask": d_true, "abs_true_mask": d_true.abs(),
                       "bias_pred_mask": d_pred, "abs_pred_mask": d_pred.abs(), "abs_segmentation": d_seg.abs(),
-                      "rel_segmentation_%": 100 * d_seg.abs() / wide["true"].abs()})
+                      "rel_segmentation_%": 100 * d_seg.abs() / wide["true"].abs(),
+                      "rel_axes_%": 100 * (wide["scan_pred_mask_axes"] - wide["scan_pred_mask"]).abs() / wide["true"].abs()})
     return g.groupby(level=["region", "measure"]).mean()
 
 
