@@ -326,13 +326,12 @@ def _sphere_fit(points: np.ndarray) -> tuple[np.ndarray, float]:
     return c, float(np.sqrt(sol[3] + c @ c))
 
 
-def _core_centroid(section: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def _core_centroid(section: np.ndarray, x: np.ndarray, y: np.ndarray, spacing_yx) -> tuple[float, float]:
     """(x, y) mm centroid of the core of a bone's cross-section (the pixels deeper than 60 % of
     its deepest): a bump on the outline, such as the lesser trochanter, barely moves it."""
     from scipy.ndimage import distance_transform_edt
 
-    depth = distance_transform_edt(section, sampling=(y[1] - y[0] if len(y) > 1 else 1.0,
-                                                      x[1] - x[0] if len(x) > 1 else 1.0))
+    depth = distance_transform_edt(section, sampling=spacing_yx)
     iy, ix = np.nonzero(depth >= 0.6 * depth.max())
     return float(x[ix].mean()), float(y[iy].mean())
 
@@ -401,7 +400,7 @@ def measure_femur_axes(mask: Volume, *, shaft_window_mm=SHAFT_WINDOW_MM) -> dict
         raise InvalidValuesError(f"measure_femur_axes: the mask holds under 10 mm of femoral shaft "
                                  f"{shaft_window_mm[0]:g}-{shaft_window_mm[1]:g} mm below the head (z {lo:.0f} to "
                                  f"{hi:.0f} mm); it needs the femur down below the lesser trochanter.")
-    cents = np.array([[*_core_centroid(m[k], x, y), z[k]] for k in ks])
+    cents = np.array([[*_core_centroid(m[k], x, y, mask.spacing[1::-1]), z[k]] for k in ks])
     mid = cents.mean(axis=0)
     d = np.linalg.svd(cents - mid)[2][0]
     d = -d if d[2] > 0 else d  # distal: down, -z in LPS

@@ -139,12 +139,12 @@ def _femur_mask(s):
 
 @pytest.mark.parametrize("seed", [3, 1])
 def test_femur_axes_measured_on_the_mask_match_the_phantoms_own(seed, subject):
-    from bonelab.phantoms.hip import femur_axes
+    from bonelab.tasks.femur import _femur_axes  # the phantom's own axes, as femur_regions takes them
 
     s = subject if seed == 3 else hip(seed, spacing=2.0)
     f = s.params["femur_left"]
-    H = np.asarray(f["head_center_mm"])
-    _, d_s, J = femur_axes(H, f, 1)
+    truth = _femur_axes(s.params)
+    H, J, d_s = (np.asarray(truth[k]) for k in ("head_center_mm", "neck_shaft_junction_mm", "shaft_direction"))
     mask = _femur_mask(s)
     axes = qct.measure_femur_axes(mask)
     # measured on 2 mm voxels (seeds 3, 1): head 0.1 mm and radius 0.1 mm off, shaft 2.2-2.7 deg,
@@ -157,7 +157,7 @@ def test_femur_axes_measured_on_the_mask_match_the_phantoms_own(seed, subject):
     assert qct.neck_shaft_angle_deg(axes) == pytest.approx(f["neck_shaft_angle_deg"], abs=9.0)
     # the regions drawn from the measured axes cover the same bone as the phantom's (overlap 0.88-0.99)
     measured = qct.femur_regions(mask, **axes)
-    true = qct.femur_regions(mask, H, J, d_s, f["head_diameter_mm"] / 2, f["neck_diameter_mm"] / 2)
+    true = qct.femur_regions(mask, **truth)
     bone = mask.array > 0
     for region, least in (("neck", 0.85), ("trochanter", 0.95), ("total", 0.97)):
         a, b = measured[region] & bone, true[region] & bone

@@ -148,13 +148,10 @@ def test_bmd_command_reads_the_rods_and_reports(tmp_path, capsys):
     assert "vBMD trabecular" in out and "g/cm2" in out
     # the regions come from axes measured on the mask; the phantom's own axes give nearly the same neck
     from bonelab import qct
-    from bonelab.phantoms.hip import femur_axes
 
     region_vbmd = dict(line.split()[:2] for line in out.splitlines() if line.startswith(("neck ", "trochanter ", "total ")))
     f = s.params["femur_left"]
-    H = np.asarray(f["head_center_mm"])
-    _, d_s, J = femur_axes(H, f, 1)
-    true_regions = qct.femur_regions(s.ct, H, J, d_s, f["head_diameter_mm"] / 2, f["neck_diameter_mm"] / 2)
+    true_regions = qct.femur_regions(s.ct, **femur._femur_axes(s.params))
     cal = qct.calibrate(s.ct, rods)
     true_neck = qct.vbmd_mg_cm3(qct.hu_to_bmd_mg_cm3(s.ct, cal), femur_only, true_regions["neck"])
     assert float(region_vbmd["neck"]) == pytest.approx(true_neck, rel=0.05)
