@@ -106,11 +106,42 @@ def test_l2_task_adds_the_squared_weights():
         L2RegularisedTask(segmentation_loss(), l2=-1.0)
 
 
+def _fitted_probability(loss, target, steps=1500):
+    """The probabilities (sigmoid of free logits) that minimise ``loss`` against ``target``."""
+    logits = torch.zeros_like(target, requires_grad=True)
+    opt = torch.optim.Adam([logits], lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss(logits, target).backward()
+        opt.step()
+    return torch.sigmoid(logits).detach()
+
+
+def test_dice_binarises_partial_volume_targets_and_cross_entropy_keeps_them():
+    # why train(loss="dice+bce+l2") exists: a surface voxel filled to 30 % or 70 %
+    from monai.losses import DiceCELoss, DiceLoss
+
+    target = torch.tensor([1.0] * 40 + [0.7] * 10 + [0.3] * 10 + [0.0] * 40).reshape(1, 1, 100, 1, 1)
+    dice = _fitted_probability(DiceLoss(sigmoid=True, batch=True), target).flatten()
+    assert dice[40:50].min() > 0.95 and dice[50:60].max() < 0.05  # 0.7 -> 1, 0.3 -> 0: a binary mask
+    bce = torch.nn.BCEWithLogitsLoss()
+    fraction = _fitted_probability(bce, target).flatten()
+    assert torch.allclose(fraction[40:60], target.flatten()[40:60], atol=0.02)  # the fill fraction itself
+    both = _fitted_probability(DiceCELoss(sigmoid=True, batch=True), target).flatten()
+    assert 0.5 < both[40:50].mean() < 0.95 and 0.05 < both[50:60].mean() < 0.5  # pulled back towards it
+
+
+def test_train_rejects_an_unknown_loss(data, tmp_path):
+    with pytest.raises(InvalidArgumentError, match="dice\\+bce\\+l2"):
+        femur.train(data, tmp_path / "run", loss="l1", epochs=1)
+
+
 def test_train_runs_and_segment_ct_returns_labels_on_the_ct_grid(data, tmp_path):
     vnet = {"widths": (4, 8), "convs": (1, 1), "kernel_size": 3}
     _, result = femur.train(data, tmp_path / "run", epochs=1, batch_size=2, repeats=1, vnet=vnet, patch=(16, 16, 16),
-                            progress=False)
+                            progress=False)  # the default loss, dice+bce+l2: its terms are logged apart
     assert (tmp_path / "run" / "model.json").exists() and result.history[0]["epoch"] == 1
+    assert result.history[0]["train_l2"] > 0 and result.history[0]["train_fit"] > 0
     from bonelab.phantoms.hip import hip
     from bonelab.segment import segment_ct
 
