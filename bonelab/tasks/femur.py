@@ -337,8 +337,9 @@ def train(data, out, *, loss: str = "dice+bce+l2", l2: float = 1e-5, epochs: int
     squared weights, the paper's compound loss (an L2 penalty *in the loss*, which Adam folds into
     its adaptive steps: not the decoupled weight decay of AdamW, which is therefore off in all
     three); ``"dice+bce+l2"`` (the default): the paper's loss plus the binary cross-entropy of the
-    probability against the partial-volume targets (:func:`occupancy`; MONAI's ``DiceCELoss``,
-    which on one sigmoid channel adds ``BCEWithLogitsLoss``, weights 1 and 1).
+    probability against the partial-volume targets (:func:`occupancy`;
+    :func:`bonelab.losses.segmentation_loss`: MONAI's Dice plus ``BCEWithLogitsLoss``, weights 1
+    and 1).
 
     Why the third: on targets between 0 and 1 the soft Dice is not smallest where the probability
     equals the target; its gradient pushes a voxel's probability up where the target exceeds about
@@ -349,8 +350,9 @@ def train(data, out, *, loss: str = "dice+bce+l2", l2: float = 1e-5, epochs: int
     ``lr`` is the peak of a one-cycle schedule (Adam): on chapter 6's data, ``"dice+bce+l2"`` for 22
     epochs reached a test Dice of 0.9826 at 4e-3 against 0.9810 at 2e-3 (one seed each).
     Returns ``(model, TrainResult)``; ``best.pt`` holds the best validation Dice."""
-    from monai.losses import DiceCELoss, DiceLoss
+    from monai.losses import DiceLoss
 
+    from bonelab.losses import segmentation_loss
     from bonelab.metrics import batch_dice
     from bonelab.steps import L2RegularisedTask, SupervisedTask
     from bonelab.train import seed_everything
@@ -362,7 +364,7 @@ def train(data, out, *, loss: str = "dice+bce+l2", l2: float = 1e-5, epochs: int
     spec = model_spec(info["spacing_mm"], vnet, patch)
     seed_everything(seed)
     model = spec.build()
-    fit = DiceCELoss(sigmoid=True, batch=True) if "bce" in loss else DiceLoss(sigmoid=True, batch=True)
+    fit = segmentation_loss() if "bce" in loss else DiceLoss(sigmoid=True, batch=True)
     task = L2RegularisedTask(fit, batch_dice, l2=l2) if "l2" in loss else SupervisedTask(fit, batch_dice)
     train_ds = patch_dataset(load_subjects(data, "train"), patch, repeats=repeats)
     val_ds = whole_dataset(load_subjects(data, "val"))
