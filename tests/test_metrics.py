@@ -63,6 +63,27 @@ def test_batch_dice_thresholds_logits_and_skips_empty_labels():
     assert bm.batch_dice(logits, target, threshold=0.6)[1] == 0.0  # 0.52 no longer counts
 
 
+
+def test_upsampled_dice_sees_the_surface_inside_a_voxel_that_batch_dice_cannot():
+    z, y, x = np.mgrid[:32, :32, :32] + 0.5  # a ball on a 1 mm grid, its surface off the voxel centres
+    fine = torch.as_tensor((z - 16.3) ** 2 + (y - 15.2) ** 2 + (x - 16.9) ** 2 < 7.3 ** 2)[None, None].float()
+    fractions = torch.nn.functional.avg_pool3d(fine, 2)  # how much of each 2 mm voxel the ball fills
+    exact = torch.logit(fractions.clamp(1e-4, 1 - 1e-4))  # a network that learnt the fractions
+    binary = torch.where(fractions > 0.5, 10.0, -10.0)  # one that learnt a binary 2 mm mask
+    assert bm.batch_dice(exact, fractions).item() == bm.batch_dice(binary, fractions).item() == 1.0  # blind
+
+    def dice_on_fine_truth(logits):
+        up = torch.nn.functional.interpolate(torch.sigmoid(logits), scale_factor=2, mode="trilinear")
+        return bm.dice_per_label(up[0] > 0.5, fine[0] > 0.5)[0]
+
+    assert dice_on_fine_truth(exact) > dice_on_fine_truth(binary) + 0.04  # 0.976 against 0.929
+    up_exact, up_binary = bm.upsampled_dice(exact, fractions).item(), bm.upsampled_dice(binary, fractions).item()
+    assert up_exact > 0.99 and up_binary < up_exact - 0.04  # 0.999 and 0.948: the same ranking
+    with pytest.raises(InvalidArgumentError, match="one shape"):
+        bm.upsampled_dice(exact, fractions[..., :8])
+    with pytest.raises(InvalidArgumentError, match="positive"):
+        bm.upsampled_dice(exact, fractions, factor=0)
+
 # Class maps whose confusion matrix and FCN scores are worked out in the comments.
 TARGET = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
 PRED = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 0])

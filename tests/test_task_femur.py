@@ -138,6 +138,21 @@ def test_train_rejects_an_unknown_loss(tmp_path):
         femur.train(tmp_path / "no-data", tmp_path / "run", loss="l1", epochs=1)
 
 
+
+def test_train_picks_bfloat16_where_the_cpu_has_matrix_units_and_validates_finer(data, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr("bonelab.train.train", lambda model, train_ds, val_ds, **kw: seen.update(kw))
+    small = {"epochs": 1, "device": "cpu", "vnet": {"widths": (4, 8), "convs": (1, 1), "kernel_size": 3},
+             "patch": (16, 16, 16), "progress": False}
+    for fast in (True, False):
+        monkeypatch.setattr("bonelab.config.cpu_bfloat16_is_fast", lambda fast=fast: fast)
+        femur.train(data, tmp_path / "run", **small)
+        assert seen["amp"] is fast
+    femur.train(data, tmp_path / "run", amp=True, **small)  # asked for: always
+    assert seen["amp"] is True
+    # 3 mm network voxels over 2 mm phantom voxels: validated on a grid 2 times finer
+    assert seen["task"].metric_name == "dice_2x_finer"
+
 def test_train_runs_and_segment_ct_returns_labels_on_the_ct_grid(data, tmp_path):
     vnet = {"widths": (4, 8), "convs": (1, 1), "kernel_size": 3}
     _, result = femur.train(data, tmp_path / "run", epochs=1, batch_size=2, repeats=1, vnet=vnet, patch=(16, 16, 16),
