@@ -455,16 +455,29 @@ def _model_device(model, device) -> torch.device:
     return tensors[0].device if tensors else torch.device("cpu")
 
 
+def sliding_windows(size):
+    """MONAI's ``SlidingWindowInferer`` as bonelab applies its networks: windows of ``size``
+    pixels or voxels (the training patch), four at a time, a quarter overlap, Gaussian-weighted
+    blending of the raw outputs, images smaller than a window padded by replicating their edge.
+    Call it as ``sliding_windows(size)(inputs, model)`` with inputs ``(N, C, *size-like)``.
+
+    >>> net = torch.nn.Conv2d(1, 1, 3, padding=1)
+    >>> sliding_windows((16, 16))(torch.zeros(1, 1, 40, 24), net).shape
+    torch.Size([1, 1, 40, 24])
+    """
+    from monai.inferers import SlidingWindowInferer
+
+    return SlidingWindowInferer(roi_size=tuple(size), sw_batch_size=4, overlap=0.25, mode="gaussian",
+                                padding_mode="replicate")
+
+
 @torch.no_grad()
 def _apply_network(model, x: np.ndarray, size, device, sliding: bool, activation) -> np.ndarray:
     """``activation(model(x))`` for one image ``x`` (H, W): (C, H, W); whole or in sliding windows
-    of ``size`` (MONAI, Gaussian-weighted blending of the raw outputs)."""
+    of ``size`` (:func:`sliding_windows`)."""
     t = torch.as_tensor(x[None, None], dtype=torch.float32, device=_model_device(model, device))
     if sliding:
-        from monai.inferers import sliding_window_inference
-
-        out = sliding_window_inference(t, size, sw_batch_size=4, predictor=model, overlap=0.25,
-                                       mode="gaussian", padding_mode="replicate")
+        out = sliding_windows(size)(t, model)
     else:
         out = model(t)
     return activation(out.float())[0].cpu().numpy()

@@ -141,6 +141,11 @@ class SupervisedTask(TrainingTask):
     input_key, target_key : str
         The sample's keys of input and target.
     target_dtype : torch.dtype
+    inferer : callable or None
+        How validation applies the network: ``inferer(inputs, model)`` -> output, e.g.
+        :func:`bonelab.segment.sliding_windows` for a 3D network trained on patches and applied to
+        whole volumes in windows, so that validation scores what inference will do; None:
+        ``model(inputs)``.  Training always calls the model on its batch.
 
     Examples
     --------
@@ -154,11 +159,14 @@ class SupervisedTask(TrainingTask):
     """
 
     def __init__(self, loss: Callable, metric_fn: Callable | None = None, input_key: str = "image",
-                 target_key: str = "label", target_dtype: torch.dtype = torch.float32):
+                 target_key: str = "label", target_dtype: torch.dtype = torch.float32, inferer: Callable | None = None):
         if not callable(loss) or (metric_fn is not None and not callable(metric_fn)):
             raise InvalidArgumentError("SupervisedTask needs a callable loss(output, target) and metric_fn "
                                        f"callable or None; got {type(loss).__name__}, {type(metric_fn).__name__}.")
         self.loss, self.metric_fn = loss, metric_fn
+        if inferer is not None and not callable(inferer):
+            raise InvalidArgumentError(f"inferer must be callable(inputs, model) or None; got {type(inferer).__name__}.")
+        self.inferer = inferer
         self.input_key, self.target_key, self.target_dtype = input_key, target_key, target_dtype
 
     @property
@@ -197,7 +205,11 @@ class SupervisedTask(TrainingTask):
         return self._loss(self.predict(model, batch), batch)
 
     def validation_step(self, model: torch.nn.Module, batch) -> tuple[dict, torch.Tensor | None]:
-        output = self.predict(model, batch).float()
+        if self.inferer is None:
+            output = self.predict(model, batch).float()
+        else:
+            # float32 windows: under bfloat16 autocast MONAI would blend them in bfloat16
+            output = self.inferer(batch[self.input_key], lambda x: model(x).float())
         terms = _terms(self._loss(output, batch), "the loss")
         scores = None
         if self.metric_fn is not None:

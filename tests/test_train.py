@@ -265,6 +265,26 @@ def test_supervised_task_prepares_keys_and_dtypes():
     assert bt.SupervisedTask(torch.nn.functional.mse_loss, batch_dice).metric_name == "batch_dice"
 
 
+
+def test_supervised_task_validates_through_its_inferer_and_trains_on_the_batch():
+    calls = []
+
+    def inferer(inputs, model):  # stands in for sliding windows: records what validation applies
+        calls.append(tuple(inputs.shape))
+        return model(inputs) + 1.0
+
+    task = bt.SupervisedTask(torch.nn.functional.mse_loss, inferer=inferer)
+    batch = task.prepare_batch({"image": torch.zeros(2, 1, 4, 4), "label": torch.ones(2, 1, 4, 4)},
+                               torch.device("cpu"))
+    net = torch.nn.Conv2d(1, 1, 1)
+    torch.nn.init.zeros_(net.weight)
+    torch.nn.init.zeros_(net.bias)
+    assert float(task.training_loss(net, batch)) == pytest.approx(1.0) and calls == []  # model(x) = 0
+    terms, _ = task.validation_step(net, batch)
+    assert terms["loss"] == pytest.approx(0.0) and calls == [(2, 1, 4, 4)]  # inferer: 0 + 1 = the target
+    with pytest.raises(InvalidArgumentError, match="inferer"):
+        bt.SupervisedTask(torch.nn.functional.mse_loss, inferer="windows")
+
 def test_image_regression_with_ms_ssim_l1_under_bfloat16_amp(tmp_path):
     from bonelab.datasets import DictDataset, shapes_dataset
     from bonelab.losses import MSSSIML1Loss

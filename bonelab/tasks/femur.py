@@ -278,9 +278,13 @@ def _samples(rows) -> list[dict]:
 
 def patch_dataset(rows, patch=PATCH, *, repeats: int = 8, pos: float = 2.0, neg: float = 1.0):
     """Training patches: MONAI's ``RandCropByPosNegLabeld`` (a patch centred on the femur ``pos``
-    times for ``neg`` times elsewhere), a small random intensity scale and shift, over the
+    times for ``neg`` times elsewhere), a random intensity scale (up to 20 %) and shift (up to
+    50 HU) in 80 % of the patches (bone density, calibration and scanner vary), over the
     subjects of ``rows`` (from :func:`load_subjects`) ``repeats`` times per epoch.  The volumes
-    are cached (``CacheDataset``); the crops are drawn afresh every epoch."""
+    are cached (``CacheDataset``); the crops are drawn afresh every epoch.  Against a 5 % scale and
+    30 HU shift in half the patches, this lifted a 32-epoch Dice + BCE + L2 network's Dice on 14
+    held-out hips (chapter 6's data set and 8 more) from 0.9838 to 0.9844 and its volume R^2 from
+    0.984 to 0.991 (one seed)."""
     from monai.data import CacheDataset
     from monai.transforms import Compose, RandCropByPosNegLabeld, RandScaleIntensityd, RandShiftIntensityd, SpatialPadd
 
@@ -288,8 +292,8 @@ def patch_dataset(rows, patch=PATCH, *, repeats: int = 8, pos: float = 2.0, neg:
     transform = Compose([
         SpatialPadd(keys, spatial_size=patch),
         RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch, pos=pos, neg=neg, num_samples=1),
-        RandScaleIntensityd("image", factors=0.05, prob=0.5),
-        RandShiftIntensityd("image", offsets=0.03, prob=0.5),
+        RandScaleIntensityd("image", factors=0.2, prob=0.8),
+        RandShiftIntensityd("image", offsets=0.05, prob=0.8),
     ])
     return _FirstCrop(CacheDataset(_samples(rows) * repeats, transform, progress=False))
 
@@ -309,9 +313,12 @@ class _FirstCrop(torch.utils.data.Dataset):
         return {"image": torch.as_tensor(item["image"]), "label": torch.as_tensor(item["label"])}
 
 
-def whole_dataset(rows, divisible: int = 8):
+def whole_dataset(rows, divisible: int = 1):
     """Whole regions of interest (validation), zero-padded at the far ends to one common size
-    divisible by ``divisible`` (the V-Net halves the size three times)."""
+    divisible by ``divisible``: 1 (the default) for sliding windows, which need no padding;
+    8 to apply the V-Net to a whole region at once (it halves the size three times).  Padding
+    changes what the network sees near the region's edge: applied whole to chapter 6's validation subjects,
+    zero-padding 75 x 45 x 65 voxels to 80 x 48 x 72 moved their Dice by up to 0.017."""
     from bonelab.datasets import DictDataset
 
     samples = _samples(rows)
@@ -344,9 +351,9 @@ def train(data, out, *, loss: str = "dice+bce+l2", l2: float = 1e-5, epochs: int
 
     Why the third: on targets between 0 and 1 the soft Dice is not smallest where the probability
     equals the target; its gradient pushes a voxel's probability up where the target exceeds about
-    half the current Dice and down elsewhere, so the network learns a binary mask at 2 mm and the
-    sub-voxel position of the surface is lost (a binary mask at 2 mm scores Dice 0.981 on chapter
-    6's test subjects, the fill fractions 0.996).
+    half the current Dice and down elsewhere, pulling the network towards a binary mask at 2 mm,
+    which loses the sub-voxel position of the surface (a binary mask at 2 mm scores Dice 0.981 on
+    chapter 6's test subjects, the fill fractions 0.996).
     Cross-entropy is a proper scoring rule, smallest where the probability *is* the fill fraction.
     ``lr`` is the peak of a one-cycle schedule (Adam): on chapter 6's data, ``"dice+bce+l2"`` for 22
     epochs reached a test Dice of 0.9826 at 4e-3 against 0.9810 at 2e-3 (one seed each).
@@ -366,6 +373,7 @@ def train(data, out, *, loss: str = "dice+bce+l2", l2: float = 1e-5, epochs: int
     from bonelab.config import device as pick_device
     from bonelab.losses import segmentation_loss
     from bonelab.metrics import upsampled_dice
+    from bonelab.segment import sliding_windows
     from bonelab.steps import L2RegularisedTask, SupervisedTask
     from bonelab.train import seed_everything
     from bonelab.train import train as train_loop
@@ -380,7 +388,9 @@ def train(data, out, *, loss: str = "dice+bce+l2", l2: float = 1e-5, epochs: int
     factor = max(1, round(info["spacing_mm"] / info["phantom_spacing_mm"]))
     metric = functools.partial(upsampled_dice, factor=factor)
     metric.__name__ = f"dice_{factor}x_finer"  # the name metrics.csv and best.pt record
-    task = L2RegularisedTask(fit, metric, l2=l2) if "l2" in loss else SupervisedTask(fit, metric)
+    windows = sliding_windows(patch)  # validation applies the network as predict() does
+    task = (L2RegularisedTask(fit, metric, l2=l2, inferer=windows) if "l2" in loss
+            else SupervisedTask(fit, metric, inferer=windows))
     if amp is None:
         amp = True if pick_device(device).type == "cuda" else cpu_bfloat16_is_fast()
     train_ds = patch_dataset(load_subjects(data, "train"), patch, repeats=repeats)
