@@ -141,10 +141,13 @@ def upsampled_dice(logits: torch.Tensor, target: torch.Tensor, factor: int = 2, 
     Examples
     --------
     >>> import torch
-    >>> t = torch.zeros(1, 1, 1, 4); t[..., :2] = 1; t[..., 2] = 0.5   # an edge inside voxel 2
-    >>> exact = torch.logit(t.clamp(1e-4, 1 - 1e-4))
-    >>> float(upsampled_dice(exact, t)[0])
-    1.0
+    >>> t = torch.tensor([[[[1.0, 1.0, 0.4, 0.0]]]])  # the surface runs inside voxel 2
+    >>> exact = torch.logit(t.clamp(1e-4, 1 - 1e-4))  # a network that learnt the fraction
+    >>> binary = torch.where(t > 0.5, 10.0, -10.0)  # one that learnt a binary mask
+    >>> float(batch_dice(exact, t)[0]), float(batch_dice(binary, t)[0])  # blind to the difference
+    (1.0, 1.0)
+    >>> round(float(upsampled_dice(exact, t)[0]), 4), round(float(upsampled_dice(binary, t)[0]), 4)
+    (1.0, 0.8889)
     """
     if factor < 1:
         raise InvalidArgumentError(f"factor must be a positive integer; got {factor}.")
