@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from _training_steps import bce_loss, detection_batch, detection_loss, step_rate, vnet_batch
 
 
 def _wrist_rate(folder: Path, data: Path, channels_last: bool) -> float:
@@ -44,24 +44,6 @@ def _wrist_rate(folder: Path, data: Path, channels_last: bool) -> float:
     return statistics.median(row["samples_per_s"] for row in result.history[1:])
 
 
-def _step_rate(make, inputs, targets, loss, channels_last: bool, n: int = 5) -> float:
-    torch.manual_seed(0)
-    net = make()
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last_3d if inputs[0].dim() == 4 else torch.channels_last)
-    optimizer = torch.optim.AdamW(net.parameters(), 1e-3)
-    times = []
-    for i in range(n + 2):
-        start = time.perf_counter()
-        value = loss(net, inputs, targets)
-        optimizer.zero_grad()
-        value.backward()
-        optimizer.step()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    return len(inputs) / statistics.median(times)
-
-
 def main() -> None:
     from bonelab import simulate
     from bonelab.models import maskrcnn2d, vnet3d
@@ -74,29 +56,16 @@ def main() -> None:
         rows.append(("ch3 U-Net, train() on wrist films 128 px", "films/s",
                      *(_wrist_rate(Path(tmp) / f"run-{cl}", data, cl) for cl in (False, True))))
 
-    patches = torch.randn(8, 1, *femur.PATCH)
-    occupied = (torch.rand_like(patches) > 0.5).float()
-
-    def bce(net, x, y):
-        return torch.nn.functional.binary_cross_entropy_with_logits(net(x), y)
-
+    patches, occupied = vnet_batch()
     rows.append((f"ch6 V-Net, patches {femur.PATCH}, batch 8", "patches/s",
-                 *(_step_rate(lambda: vnet3d(**femur.VNET), patches, occupied, bce, cl) for cl in (False, True))))
+                 *(step_rate(lambda: vnet3d(**femur.VNET), patches, occupied, bce_loss,
+                             layout=torch.channels_last_3d if cl else None) for cl in (False, True))))
 
     size = 160
-    films = [torch.rand(1, size, size) for _ in range(4)]
-    masks = torch.zeros(2, size, size, dtype=torch.uint8)
-    masks[0, 30:70, 20:60] = masks[1, 40:90, 70:120] = 1
-    boxes = torch.tensor([[20.0, 30.0, 60.0, 70.0], [70.0, 40.0, 120.0, 90.0]])
-    targets = [{"boxes": boxes, "labels": torch.tensor([1, 2]), "masks": masks} for _ in films]
-
-    def detection_loss(net, x, y):
-        net.train()
-        return sum(net(x, y).values())
-
+    films, targets = detection_batch(size)
     rows.append((f"ch5 Mask R-CNN, films {size} px, batch 4", "films/s",
-                 *(_step_rate(lambda: maskrcnn2d(num_classes=7, size=size), films, targets, detection_loss, cl)
-                   for cl in (False, True))))
+                 *(step_rate(lambda: maskrcnn2d(num_classes=7, size=size), films, targets, detection_loss,
+                             layout=torch.channels_last if cl else None) for cl in (False, True))))
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print("| network | unit | default (NCHW) | channels-last | ratio |")
