@@ -67,7 +67,7 @@ __all__ = ["orientation_markers", "save_figure"]
 
 def bland_altman(ax, measured, reference, *, units: str = "", what: str = "value"):
     """A Bland-Altman plot on ``ax``: per case the difference ``measured - reference`` against
-    their mean, with the mean difference (bias) and the 95 % limits of agreement (bias +- 1.96 SD
+    their mean, with the mean difference (bias) and the 95 % limits of agreement (bias ± 1.96 SD
     of the differences) as lines.  Returns ``(bias, sd)`` of the differences, in ``units``.
 
     >>> import matplotlib.pyplot as plt
@@ -90,5 +90,6 @@ def bland_altman(ax, measured, reference, *, units: str = "", what: str = "value
     ax.axhline(0.0, color="0.6", lw=0.6)
     ax.set_xlabel(f"mean of measured and reference {what}{unit}")
     ax.set_ylabel(f"measured - reference{unit}")
-    ax.legend(loc="best", fontsize=8, title=f"limits of agreement +-{1.96 * sd:.3g}", title_fontsize=8)
+    ax.legend(loc="best", fontsize=8, title=f"limits of agreement (dashed): bias ± {1.96 * sd:.3g}{unit}",
+              title_fontsize=8)
     return bias, sd
