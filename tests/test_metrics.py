@@ -63,7 +63,6 @@ def test_batch_dice_thresholds_logits_and_skips_empty_labels():
     assert bm.batch_dice(logits, target, threshold=0.6)[1] == 0.0  # 0.52 no longer counts
 
 
-
 def test_upsampled_dice_sees_the_surface_inside_a_voxel_that_batch_dice_cannot():
     z, y, x = np.mgrid[:32, :32, :32] + 0.5  # a ball on a 1 mm grid, its surface off the voxel centres
     fine = torch.as_tensor((z - 16.3) ** 2 + (y - 15.2) ** 2 + (x - 16.9) ** 2 < 7.3 ** 2)[None, None].float()
@@ -83,6 +82,7 @@ def test_upsampled_dice_sees_the_surface_inside_a_voxel_that_batch_dice_cannot()
         bm.upsampled_dice(exact, fractions[..., :8])
     with pytest.raises(InvalidArgumentError, match="positive"):
         bm.upsampled_dice(exact, fractions, factor=0)
+
 
 # Class maps whose confusion matrix and FCN scores are worked out in the comments.
 TARGET = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])

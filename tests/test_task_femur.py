@@ -138,7 +138,6 @@ def test_train_rejects_an_unknown_loss(tmp_path):
         femur.train(tmp_path / "no-data", tmp_path / "run", loss="l1", epochs=1)
 
 
-
 def test_train_picks_bfloat16_where_the_cpu_has_matrix_units_and_validates_finer(data, tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr("bonelab.train.train", lambda model, train_ds, val_ds, **kw: seen.update(kw))

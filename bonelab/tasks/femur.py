@@ -393,8 +393,8 @@ def train(data, out, *, loss: str = "dice+bce+l2", l2: float = 1e-5, epochs: int
     windows = sliding_windows(patch)  # validation applies the network as predict() does
     task = (L2RegularisedTask(fit, metric, l2=l2, inferer=windows) if "l2" in loss
             else SupervisedTask(fit, metric, inferer=windows))
-    if amp is None:
-        amp = True if pick_device(device).type == "cuda" else cpu_bfloat16_is_fast()
+    if amp is None and pick_device(device).type == "cpu":  # CUDA: the loop's own default, float16
+        amp = cpu_bfloat16_is_fast()
     train_ds = patch_dataset(load_subjects(data, "train"), patch, repeats=repeats)
     val_ds = whole_dataset(load_subjects(data, "val"))
     result = train_loop(model, train_ds, val_ds, task=task, out_dir=out, epochs=epochs, batch_size=batch_size,
