@@ -1,6 +1,8 @@
 """Training throughput on the CPU in float32 and in bfloat16 (``torch.autocast``, the weights and
-the optimiser in float32): the measurement behind ``bonelab.tasks.femur.train(amp=None)``, which
-trains in bfloat16 where ``bonelab.config.cpu_bfloat16_is_fast()`` finds bfloat16 matrix units.
+the optimiser in float32): the speed half of the measurement behind
+``bonelab.config.bfloat16_where_fast``, through which the femur and wrist tasks train in bfloat16
+where ``bonelab.config.cpu_bfloat16_is_fast()`` finds bfloat16 matrix units (the accuracy half
+is in each task's docstring: the lumbar U-Net lost accuracy and stays in float32).
 
     python benchmarks/precision.py [--record]
 

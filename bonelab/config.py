@@ -97,13 +97,16 @@ def device(device=None):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+_pick_device = device  # for functions whose ``device`` argument shadows this one
+
+
 def cpu_bfloat16_is_fast(cpuinfo="/proc/cpuinfo") -> bool:
     """True when this CPU has matrix units for bfloat16 (Intel AMX: the ``amx_bf16`` flag in the
     file ``cpuinfo``; Linux only, False where the file cannot be read), where PyTorch's oneDNN runs
     bfloat16 convolutions faster than float32: ``python benchmarks/precision.py`` measured
     chapter 6's V-Net training 2.5x faster on this project's 2-core Xeon.  Without such units
     bfloat16 takes slower paths that this project has not measured, so
-    :func:`bonelab.tasks.femur.train` trains in bfloat16 only where this is True.
+    :func:`bfloat16_where_fast` chooses bfloat16 only where this is True.
 
     >>> isinstance(cpu_bfloat16_is_fast(), bool)
     True
@@ -116,6 +119,22 @@ def cpu_bfloat16_is_fast(cpuinfo="/proc/cpuinfo") -> bool:
     except OSError:
         pass
     return False
+
+
+def bfloat16_where_fast(amp: bool | None, device=None) -> bool | None:
+    """The ``amp`` setting of :func:`bonelab.train.train` for a task whose network was measured as
+    accurate in bfloat16 as in float32: where ``amp`` is None and ``device`` (None: :func:`device`)
+    is a CPU, bfloat16 autocast exactly where :func:`cpu_bfloat16_is_fast`; otherwise ``amp`` as
+    given (None leaves CUDA to the loop's own default, float16).  Not every network keeps its
+    accuracy: :func:`bonelab.tasks.lumbar.train` measured its U-Net worse in bfloat16 and stays
+    in float32.
+
+    >>> bfloat16_where_fast(False, "cpu"), bfloat16_where_fast(None, "cuda")
+    (False, None)
+    """
+    if amp is None and _pick_device(device).type == "cpu":
+        return cpu_bfloat16_is_fast()
+    return amp
 
 
 def device_description(which=None) -> str:

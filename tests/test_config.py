@@ -30,3 +30,11 @@ def test_cpu_bfloat16_is_fast_reads_the_amx_flag(tmp_path):
     assert config.cpu_bfloat16_is_fast(amx) is True
     assert config.cpu_bfloat16_is_fast(plain) is False
     assert config.cpu_bfloat16_is_fast(tmp_path / "missing") is False  # not Linux: no file, no bfloat16
+
+
+def test_bfloat16_where_fast_fills_in_only_an_unset_cpu_choice(monkeypatch):
+    for fast in (True, False):
+        monkeypatch.setattr(config, "cpu_bfloat16_is_fast", lambda fast=fast: fast)
+        assert config.bfloat16_where_fast(None, "cpu") is fast
+        assert config.bfloat16_where_fast(False, "cpu") is False and config.bfloat16_where_fast(True, "cpu") is True
+        assert config.bfloat16_where_fast(None, "cuda") is None  # the training loop's own CUDA default

@@ -324,6 +324,21 @@ def test_generated_left_wrists_are_hung_thumb_right(tmp_path):
     assert _col(radius) > _col(ulna)
 
 
+def test_wrist_train_trains_in_bfloat16_where_the_cpu_has_matrix_units(tmp_path, monkeypatch):
+    from bonelab.tasks import wrist
+
+    data = sim.simulate(tmp_path / "wrist", "wrist", subjects=2, size=32, spacing=2.0, fractions=(1, 1, 0),
+                        workers=1, progress=False)
+    seen = {}
+    monkeypatch.setattr("bonelab.train.train", lambda model, train_ds, val_ds, **kw: seen.update(kw))
+    for fast in (True, False):
+        monkeypatch.setattr("bonelab.config.cpu_bfloat16_is_fast", lambda fast=fast: fast)
+        wrist.train(data, tmp_path / "run", epochs=1, device="cpu", progress=False)
+        assert seen["amp"] is fast
+    wrist.train(data, tmp_path / "run", epochs=1, device="cpu", amp=False, progress=False)
+    assert seen["amp"] is False
+
+
 def test_flip_average_mirrors_the_prediction_back_before_averaging():
     """A 'network' that marks the image's left half: averaged with its mirror image, every pixel is 0.5."""
     import torch

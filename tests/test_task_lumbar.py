@@ -78,6 +78,19 @@ def test_fcn_table_against_a_hand_computed_confusion_matrix():
     assert row["f.w. IoU"] == pytest.approx(0.6 * 6 / 8 + 0.4 * 2 / 4)
 
 
+def test_one_pixel_scores_of_a_square_against_a_hand_count():
+    from types import SimpleNamespace
+
+    levels = np.zeros((1, 6, 8, 8), bool)
+    levels[0, 2, 2:6, 2:6] = True  # L3, a 4 x 4 square in 64 pixels
+    table = lumbar.one_pixel_scores(SimpleNamespace(levels=levels, maps=np.stack([lumbar.level_map(levels[0])])))
+    # eroded (cross): 2 x 2 left, IoU 4/16; background 48 of 60 predicted.  Dilated: 16 + 4 x 4 = 32 pixels,
+    # IoU 16/32; background 32 of 48.  Mean over the two classes present.
+    assert table.loc["truth eroded by 1 px", "mean IoU"] == pytest.approx((4 / 16 + 48 / 60) / 2)
+    assert table.loc["truth dilated by 1 px", "mean IoU"] == pytest.approx((16 / 32 + 32 / 48) / 2)
+    assert table.loc["truth dilated by 1 px", "mean accuracy"] == pytest.approx((1 + 32 / 48) / 2)
+
+
 def test_compare_bootstrap_is_zero_for_equal_models_and_positive_for_a_better_one():
     good, bad = np.zeros((4, 7, 7)), np.zeros((4, 7, 7))
     good[:, 0, 0] = good[:, 1, 1] = 10
@@ -142,11 +155,51 @@ def test_level_split_gives_both_targets_from_the_stored_masks(lumbar_data):
     assert list(cond.columns) == ["subject", "view", "implants", "degeneration"] and len(cond) == len(sem)
 
 
+def test_level_split_moves_film_and_masks_together(lumbar_data):
+    from monai.transforms import Affined
+
+    shift = Affined(keys=("image", "levels"), translate_params=(0, -3), mode="nearest", padding_mode="zeros")
+    plain, moved = lumbar.LevelSplit(lumbar_data, "train"), lumbar.LevelSplit(lumbar_data, "train", transform=shift)
+    a, b = plain[0], moved[0]
+    assert type(b["image"]) is torch.Tensor  # not MONAI's MetaTensor: it collates like the plain split
+    assert torch.equal(b["image"][..., 3:], a["image"][..., :-3]) and (b["image"][..., :3] == 0).all()
+    assert torch.equal(b["label"][..., 3:], a["label"][..., :-3])
+    _, target = lumbar.LevelSplit(lumbar_data, "train", "instance", transform=shift)[0]
+    _, plain_target = lumbar.LevelSplit(lumbar_data, "train", "instance")[0]
+    assert torch.allclose(target["boxes"][:, [0, 2]], plain_target["boxes"][:, [0, 2]] + 3)
+
+
+def test_augmentation_is_seeded_and_keeps_every_level_on_the_film(lumbar_data):
+    from monai.data.utils import set_rnd
+
+    split = lumbar.LevelSplit(lumbar_data, "train", transform=lumbar.augmentation(64))
+    draws = []
+    for seed in (0, 0, 1):
+        set_rnd(split, seed=seed)
+        draws.append(split[0]["label"])
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+    present = set(np.unique(split.maps[0]).tolist())
+    assert set(np.unique(draws[2].numpy()).tolist()) <= present
+
+
 def test_level_split_refuses_a_data_set_of_another_task(tmp_path):
     other = sim.simulate(tmp_path / "wrist", "wrist", subjects=2, size=32, spacing=2.0, fractions=(1, 1, 0),
                          workers=1, progress=False)
     with pytest.raises(InvalidArgumentError, match="target"):
         lumbar.LevelSplit(other, "train")
+
+
+def test_train_augments_the_training_films_only_and_stays_in_float32(lumbar_data, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr("bonelab.train.train", lambda model, train_ds, val_ds, **kw: seen.update(kw, ds=(train_ds, val_ds)))
+    monkeypatch.setattr("bonelab.config.cpu_bfloat16_is_fast", lambda: True)
+    for model in lumbar.MODELS:
+        lumbar.train(lumbar_data, tmp_path / "run", model=model, epochs=1, device="cpu", progress=False)
+        train_ds, val_ds = seen["ds"]
+        assert train_ds.transform is not None and val_ds.transform is None
+        assert seen["amp"] is None  # the loop's default: float32 on a CPU, even one with bfloat16 units
+    lumbar.train(lumbar_data, tmp_path / "run", epochs=1, device="cpu", progress=False, augment=False)
+    assert seen["ds"][0].transform is None
 
 
 @pytest.mark.parametrize("model,labelling", [("semantic", "level"), ("instance", "level"), ("instance", "vertebra")])

@@ -358,7 +358,7 @@ def train(data, out, *, loss: str = "dice+bce+l2", l2: float = 1e-5, epochs: int
     ``lr`` is the peak of a one-cycle schedule (Adam): on chapter 6's data, ``"dice+bce+l2"`` for 22
     epochs reached a test Dice of 0.9826 at 4e-3 against 0.9810 at 2e-3 (one seed each).
     ``amp``: mixed precision; None trains in float16 on CUDA and in bfloat16 on CPUs with
-    bfloat16 matrix units (:func:`bonelab.config.cpu_bfloat16_is_fast`: 2.5x faster steps on this
+    bfloat16 matrix units (:func:`bonelab.config.bfloat16_where_fast`: 2.5x faster steps on this
     project's 2-core Xeon; on chapter 6's data 16 epochs reached test Dice 0.9793 in bfloat16
     against 0.9777 in float32), float32 elsewhere.
 
@@ -371,8 +371,7 @@ def train(data, out, *, loss: str = "dice+bce+l2", l2: float = 1e-5, epochs: int
     Returns ``(model, TrainResult)``; ``best.pt`` holds the best validation Dice."""
     from monai.losses import DiceLoss
 
-    from bonelab.config import cpu_bfloat16_is_fast
-    from bonelab.config import device as pick_device
+    from bonelab.config import bfloat16_where_fast
     from bonelab.losses import segmentation_loss
     from bonelab.metrics import upsampled_dice
     from bonelab.segment import sliding_windows
@@ -393,8 +392,7 @@ def train(data, out, *, loss: str = "dice+bce+l2", l2: float = 1e-5, epochs: int
     windows = sliding_windows(patch)  # validation applies the network as predict() does
     task = (L2RegularisedTask(fit, metric, l2=l2, inferer=windows) if "l2" in loss
             else SupervisedTask(fit, metric, inferer=windows))
-    if amp is None and pick_device(device).type == "cpu":  # CUDA: the loop's own default, float16
-        amp = cpu_bfloat16_is_fast()
+    amp = bfloat16_where_fast(amp, device)
     train_ds = patch_dataset(load_subjects(data, "train"), patch, repeats=repeats)
     val_ds = whole_dataset(load_subjects(data, "val"))
     result = train_loop(model, train_ds, val_ds, task=task, out_dir=out, epochs=epochs, batch_size=batch_size,
