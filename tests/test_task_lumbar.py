@@ -169,7 +169,7 @@ def test_level_split_moves_film_and_masks_together(lumbar_data):
     assert torch.allclose(target["boxes"][:, [0, 2]], plain_target["boxes"][:, [0, 2]] + 3)
 
 
-def test_augmentation_is_seeded_and_keeps_every_level_on_the_film(lumbar_data):
+def test_augmentation_is_seeded_and_invents_no_level(lumbar_data):
     from monai.data.utils import set_rnd
 
     split = lumbar.LevelSplit(lumbar_data, "train", transform=lumbar.augmentation(64))

@@ -239,10 +239,12 @@ def train(data, out, *, model: str = "semantic", labelling: str = "level", epoch
     ``augment``: move the training films by :func:`augmentation` (validation films are never
     moved).  On chapter 5's data (80 subjects, 2 films each, 160 px), 40 epochs of the U-Net
     reached test mean IoU 0.775 with it and 0.754 without, the counted Mask R-CNN (14 epochs)
-    0.745 and 0.721 (one seed each); with it, longer training keeps paying: 0.816 at 60 epochs and
-    0.853 at 80 (U-Net), 0.811 at 20 (counted Mask R-CNN).  ``amp``: mixed precision as :func:`bonelab.train.train` takes it; None is
-    float32 on a CPU, even one with bfloat16 units, because the U-Net lost accuracy in bfloat16
-    (mean IoU 0.732 against 0.754, same data and seed)."""
+    0.745 and 0.721 (one seed each); with it, longer training keeps paying: 0.816 at 60 epochs
+    and 0.853 at 80 (U-Net), 0.811 at 20 (counted Mask R-CNN).
+
+    ``amp``: mixed precision as :func:`bonelab.train.train` takes it; None is float32 on a CPU,
+    even one with bfloat16 units, because the U-Net lost accuracy in bfloat16 (40 epochs, no
+    augmentation: mean IoU 0.732 against 0.754, same data and seed)."""
     from monai.losses import DiceCELoss
 
     from bonelab.steps import DetectionTask, SupervisedTask

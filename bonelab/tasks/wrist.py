@@ -88,7 +88,8 @@ def train(data, out, *, epochs: int = 20, batch_size: int = 16, lr: float = 3e-3
     val_ds = simulate.load_split(data, "val")
     result = train_loop(model, train_ds, val_ds, loss=segmentation_loss(), out_dir=out, epochs=epochs,
                         batch_size=batch_size, lr=lr, seed=seed, metric_fn=batch_dice, device=device,
-                        progress=progress, resume=resume, schedule="onecycle", spec=spec, amp=bfloat16_where_fast(amp, device))
+                        progress=progress, resume=resume, schedule="onecycle", spec=spec,
+                        amp=bfloat16_where_fast(amp, device))
     return model, result
 
 
