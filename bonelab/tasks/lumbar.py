@@ -141,13 +141,13 @@ class LevelSplit:
         return len(self.images)
 
     def __getitem__(self, i: int):
-        image, levels, cmap = torch.from_numpy(self.images[i].copy()), self.levels[i], self.maps[i]
+        image, levels = torch.from_numpy(self.images[i].copy()), self.levels[i]
         if self.transform is not None:
             moved = self.transform({"image": image, "levels": torch.from_numpy(levels.astype(np.float32))})
             image = torch.from_numpy(np.asarray(moved["image"], np.float32))  # a plain tensor, not MONAI's MetaTensor
             levels = np.asarray(moved["levels"]) > 0.5
-            cmap = level_map(levels)
         if self.kind == "semantic":
+            cmap = self.maps[i] if self.transform is None else level_map(levels)
             return {"image": image, "label": torch.from_numpy(cmap[None].astype(np.float32))}
         return image, instance_target(levels, self.labelling)
 
