@@ -240,7 +240,9 @@ def train(data, out, *, model: str = "semantic", labelling: str = "level", epoch
     moved).  On chapter 5's data (80 subjects, 2 films each, 160 px), 40 epochs of the U-Net
     reached test mean IoU 0.775 with it and 0.754 without, the counted Mask R-CNN (14 epochs)
     0.745 and 0.721 (one seed each); with it, longer training keeps paying: 0.816 at 60 epochs
-    and 0.853 at 80 (U-Net), 0.811 at 20 (counted Mask R-CNN).
+    and 0.853 at 80 (U-Net); 0.811 at 20 and, with the faster and exactly pasted Mask R-CNN of
+    :func:`bonelab.models.maskrcnn2d`, 0.854 at 36 (counted Mask R-CNN; 0.846 with levels as
+    classes).
 
     ``amp``: mixed precision as :func:`bonelab.train.train` takes it.  None trains the U-Net in
     float32 on a CPU, even one with bfloat16 units, because it lost accuracy in bfloat16 (40
