@@ -212,7 +212,7 @@ def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, shape) -> torch.Tensor
 
     Written here because torchvision's ``paste_masks_in_image`` rounds every box to whole pixels
     and stretches it by one more (Detectron's inclusive-box convention), which moves outlines by
-    up to a pixel: at 160 px that is most of the gap between a vertebra mask and its truth.  Here
+    up to a pixel.  Here
     each pixel ``k`` is sampled (bilinear) where training put it: torchvision makes the mask
     targets with ``roi_align(..., aligned=False)``, which holds pixel ``k`` at coordinate ``k``, so
     bin ``i`` of a box ``[x1, x2)`` is centred on ``x1 + (i + 1/2) (x2 - x1) / M``.  On chapter 5's
@@ -232,8 +232,12 @@ def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, shape) -> torch.Tensor
     if n == 0:
         return masks.new_zeros((0, 1, h, w))
     x1, y1, x2, y2 = boxes.to(masks.dtype).unbind(1)
-    u = (torch.arange(w, dtype=masks.dtype)[None] - x1[:, None]) / ((x2 - x1) / m).clamp(min=1e-3)[:, None] - 0.5
-    v = (torch.arange(h, dtype=masks.dtype)[None] - y1[:, None]) / ((y2 - y1) / m).clamp(min=1e-3)[:, None] - 0.5
+
+    def bins(n_pixels, start, end):  # (P, n_pixels): each pixel's position in bins, bin centres at 0 ... M-1
+        pixels = torch.arange(n_pixels, dtype=masks.dtype)[None]
+        return (pixels - start[:, None]) / ((end - start) / m).clamp(min=1e-3)[:, None] - 0.5
+
+    u, v = bins(w, x1, x2), bins(h, y1, y2)
     grid = torch.stack(torch.broadcast_tensors(u[:, None, :], v[:, :, None]), dim=-1) * (2 / (m - 1)) - 1
     return F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
@@ -321,7 +325,7 @@ def maskrcnn2d(num_classes: int, size: int, widths=(16, 32, 64, 128), fpn_channe
 @functools.cache
 def _detection_parts() -> tuple:
     """Two subclasses of torchvision parts for :func:`maskrcnn2d`, made once, when first needed
-    (importing torchvision's detection package takes about a second)."""
+    (so that importing this module does not import torchvision's detection package)."""
     from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
     from torchvision.ops import MultiScaleRoIAlign
 
