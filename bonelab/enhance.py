@@ -9,30 +9,30 @@ The physics, and what it assumes
 --------------------------------
 A bonelab radiograph (:func:`bonelab.drr.physics.to_radiograph`) is a display window of the log
 intensity: ``x = ((p - low) / (high - low)) ** gamma``, clipped to [0, 1], with
-``p = -ln(I / I0)``, the line integral of the attenuation coefficient along the ray.
-Attenuation adds along a ray, ``p = p_soft + p_bone``, and the bone image is the bone's line
-integral through the same window (:class:`bonelab.simulate.targets.BoneRadiographTarget`), so
-with a linear display (``gamma = 1``) and the window starting at zero attenuation (``low = 0``:
-the direct exposure beside the body, as the 0-3rd percentile windows of the simulated films do
-where air is in the field)::
+``p = -ln(I / I0)``, the line integral of the attenuation coefficient along the ray, then the
+film's image processing.  The bone image a bonelab network is trained to extract
+(:class:`bonelab.simulate.targets.BoneRadiographTarget`) is what the bones add to that film as
+displayed: the clean film minus the clean film of the same body with its bones emptied,
+through the same window, contrast curve and processing.  So, pixel by pixel and in display
+units, whatever the display was::
 
-    image = soft tissue + bones        (display units, pixel by pixel)
+    image = soft tissue + bones
 
 Then ``soft_tissue = image - bones`` is the radiograph with the bones taken out (the
-"bone-suppressed" image) and ``image + weight * bones`` the radiograph in which bone attenuates
-``1 + weight`` times as strongly.  Where the assumptions do not hold:
+"bone-suppressed" image) and ``image + weight * bones`` the radiograph with the bones' share
+of the display ``1 + weight`` times as large.  For a linear display (``gamma = 1``, the window
+starting at zero attenuation) the bones' share is their line integral through the window, and
+``image + weight * bones`` is the film on which bone attenuates ``1 + weight`` times as
+strongly.  Where the assumptions do not hold:
 
-* ``gamma != 1`` (a contrast curve): the sum holds for ``x ** (1 / gamma)``; pass the display
-  gamma as ``gamma=`` and both functions linearise their inputs first and re-apply it to the
-  result.  A film processed by a non-linear chain (dynamic range compression, unsharp masking, a
-  detector response curve) has no such inverse: the sum is then an approximation, good where
-  the processing is nearly linear over the bone's range.
-* ``low > 0`` (no direct exposure in the field): the bone image is ``(p_bone - low) / width``,
-  clipped at 0, so ``image - bones`` is brighter by ``low / width`` inside bone than outside.
-* A polychromatic beam hardens in soft tissue, so bone attenuates a little less behind soft
-  tissue than alone: the sum is exact for one energy, a close approximation for a spectrum.
+* The training target is noise- and scatter-free; the film is not, so ``image - bones`` keeps
+  the film's noise, and scatter makes the film's bone contrast smaller than the clean one's.
 * A network's bones are an estimate: where it overestimates them, ``image - bones`` is negative
   and is clipped to 0.
+* ``gamma=`` linearises both inputs first (``x ** (1 / gamma)``) and re-applies the curve to
+  the result: for bone images that are a bone-only film through a known contrast curve
+  (``to_radiograph(..., gamma=g)`` of a bone-only CT), not for a network's bones, which are
+  already in the film's display units (leave ``gamma=1``).
 
 Display scaling (a pure function of the inputs and ``weight``, the same for every image, so that
 images enhanced with one weight can be compared): the enhanced image is divided by

@@ -226,12 +226,13 @@ def test_localizer_protocol_renders_a_bone_radiograph_data_set(tmp_path):
         crossed = mask_ds[j]["label"].numpy().any(axis=0)
         assert 0.05 < crossed.mean() < 0.95, row["view"]
         far = ~binary_dilation(crossed, iterations=5)  # beyond the blur (sigma <= 1.2 px)
-        # where no bone is crossed the bone-only CT holds nothing but air: the target is the display
-        # value of an (almost) unattenuated ray there, the floor of the target (above 0 when the
-        # window, drawn on a noisy film with air in the field, starts below 0), within a few
-        # percent of the bone contrast (the air's own attenuation)
-        floor, contrast = bone.min(), bone[0][crossed].mean() - bone.min()
-        assert far.any() and contrast > 0.02 and bone[0][far].max() - floor < 0.05 * contrast, row["view"]
+        # not the outermost pixels: in a localizer's edge column the renderer can meet bone (a
+        # humerus at the CT's side) that the label projection misses
+        far[:2], far[-2:], far[:, :2], far[:, -2:] = False, False, False, False
+        # where no bone is crossed the film with and without the bones is the same film: the
+        # target (what the bones add) is 0 there, within a few percent of the bone contrast
+        contrast = bone[0][crossed].mean()
+        assert far.any() and contrast > 0.02 and bone[0][far].max() < 0.05 * contrast, row["view"]
 
 
 @pytest.fixture(scope="module")

@@ -266,3 +266,39 @@ def test_command_line_simulate_and_train(tmp_path, capsys):
     assert spec.input_size == (32, 32) and len(spec.label_names) == 10 and spec.task == "wrist"
     assert main(["simulate", "wrist", "--out", str(tmp_path / "e"), "--size", "-5"]) == 1
     assert "size must be" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+def test_the_bone_target_is_what_the_bones_add_to_the_displayed_film():
+    """``bone_contribution``: for a linear display (gamma 1, window from zero attenuation, no
+    processing) it is the bone-only film, up to beam hardening; for a contrast curve and a
+    processing chain the film minus it is exactly the clean film without the bones, wherever
+    the bones add to the film (where they darken it, the halo of unsharp masking, it is 0)."""
+    from scipy.ndimage import gaussian_filter
+
+    from bonelab.drr.processing import draw_postprocess
+    from bonelab.simulate.physics import bone_contribution, clean_radiograph
+
+    rng = np.random.default_rng(0)
+    soft = np.zeros((4, 48, 48), np.float32)
+    soft[1] = 150.0 + 100.0 * gaussian_filter(rng.random((48, 48)), 6)   # soft tissue, g/cm3 * mm
+    bone = np.zeros_like(soft)
+    bone[2, 10:38, 20:26] = 25.0                                          # a bone bar
+    physics = dict(sim.draw_physics(sim.protocol("localizer").physics["fixed"], rng), gamma=1.0)
+    window = (0.0, 6.0)
+    linear = bone_contribution(soft + bone, soft, physics, window, pixel_mm=2.0)
+    alone = clean_radiograph(bone, physics, window, pixel_mm=2.0)
+    inside = alone > 0.5 * alone.max()
+    assert alone.max() > 0.05 and np.abs(linear[:, :12]).max() < 1e-6   # far from the bar: nothing
+    # behind 15-25 g/cm2 of soft tissue the beam is harder, so bone attenuates less than alone
+    # (0.74 of it with this spectrum)
+    assert 0.6 < linear[inside].mean() / alone[inside].mean() < 0.9
+    curved = dict(physics, gamma=1.6, postprocess=draw_postprocess(seed=2))
+    bones = bone_contribution(soft + bone, soft, curved, window, pixel_mm=2.0)
+    film = clean_radiograph(soft + bone, curved, window, pixel_mm=2.0)
+    without = clean_radiograph(soft, curved, window, pixel_mm=2.0)
+    shown = bones > 0   # elsewhere the difference is negative (unsharp masking's halo) and clipped to 0
+    assert shown[inside].all()
+    np.testing.assert_allclose((film - bones)[shown], without[shown], atol=1e-6)
+    assert np.all(film[~shown] <= without[~shown] + 1e-6)
+    # the old target (the bone-only CT's film through the same curve) is not what the bones add
+    assert np.abs(clean_radiograph(bone, curved, window) - bones)[inside].mean() > 0.02

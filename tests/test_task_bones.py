@@ -69,3 +69,38 @@ def test_task_refuses_a_data_set_of_masks(tmp_path):
                          fractions=(1, 1, 0), workers=1, progress=False)
     with pytest.raises(InvalidArgumentError, match="target 'masks'.*bone-radiograph"):
         bones.train(masks, tmp_path / "run", epochs=1, progress=False)
+
+
+def test_augmentation_moves_input_and_target_together():
+    """``affine``: the same random rotation, scaling and shift of input and target (so the
+    target still lines up with its film); ``flip``: the same mirror image."""
+    import torch
+
+    image = torch.zeros(1, 64, 64)
+    image[0, 10:30, 20:24] = 1.0
+    sample = {"image": image.clone(), "target": 0.5 * image.clone()}
+    affine = bones.augmentation(affine=True, side_px=64).set_random_state(seed=0)
+    moved = [affine(dict(sample)) for _ in range(10)]
+    changed = [m for m in moved if not torch.allclose(torch.as_tensor(m["image"]), image)]
+    assert 5 <= len(changed) <= 10      # 80 % of the samples are moved
+    for m in changed:
+        np.testing.assert_allclose(np.asarray(m["target"]), 0.5 * np.asarray(m["image"]), atol=1e-6)
+    flipped = bones.augmentation(flip=True).set_random_state(seed=0)
+    outs = [flipped(dict(sample)) for _ in range(6)]
+    assert any(not torch.allclose(torch.as_tensor(o["image"]), image) for o in outs)
+    for out in outs:
+        np.testing.assert_allclose(np.asarray(out["target"]), 0.5 * np.asarray(out["image"]), atol=1e-6)
+
+
+def test_flip_average_is_the_mean_of_the_image_and_its_mirror_image():
+    import torch
+
+    class LeftHeavy(torch.nn.Module):   # not mirror-symmetric: weights grow to the right
+        def forward(self, x):
+            return x * torch.linspace(0.0, 1.0, x.shape[-1])
+
+    x = np.random.default_rng(0).random((2, 1, 8, 8)).astype(np.float32)
+    plain = bones.predict(LeftHeavy(), x, device="cpu")
+    both = bones.predict(LeftHeavy(), x, flip_average=True, device="cpu")
+    np.testing.assert_allclose(plain, x * np.linspace(0, 1, 8), atol=1e-6)
+    np.testing.assert_allclose(both, 0.5 * x, atol=1e-6)   # (w + reversed w) / 2 = 1/2 everywhere

@@ -195,7 +195,7 @@ def render_sample(renderer, subject, geometry, physics: dict, settings: dict, ta
     image, window = radiograph(ints, physics, pixel_mm=geometry.pixel[0], seed=seed, spectrum=spectrum,
                                grid=settings["grid"])
     paths, _ = project_labels(subject.labels, geometry, label_values=settings["label_values"])
-    view = RenderedView(paths.numpy(), physics, window, spectrum, geometry, state)
+    view = RenderedView(paths.numpy(), physics, window, spectrum, geometry, state, material_paths=ints)
     out = target.compute(view, settings["class_ids"], settings["on_top"])
     return image[None], out
 

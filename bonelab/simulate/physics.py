@@ -1,6 +1,7 @@
 """The randomised acquisition chain of one simulated sample: draw the physics, then turn the
-renderer's material path integrals into a display radiograph (and, for the bone-only target,
-a second image through the same chain without noise or scatter).
+renderer's material path integrals into a display radiograph (and, for the bone-radiograph
+target, the clean films with and without the bones through the same chain, without noise or
+scatter: :func:`bone_contribution`).
 
 Parameters (ranges per protocol, :attr:`bonelab.simulate.Protocol.physics`):
 
@@ -158,19 +159,41 @@ def radiograph(material_paths, physics: dict, *, pixel_mm: float, seed: int = 0,
     return np.clip(image, 0.0, 1.0).astype(np.float32), window
 
 
-def clean_radiograph(material_paths, physics: dict, window, *, spectrum=None) -> np.ndarray:
+def clean_radiograph(material_paths, physics: dict, window, *, spectrum=None, pixel_mm=None) -> np.ndarray:
     """The noise- and scatter-free image of ``material_paths`` through the same spectrum, blur,
-    display ``window`` (from :func:`radiograph`) and contrast curve: (H, W) float32 in [0, 1].
-    Used for the bone-only target, so that input and target share one intensity scale."""
+    display ``window`` (from :func:`radiograph`) and contrast curve: (H, W) float32 in [0, 1];
+    with ``pixel_mm`` also through the film's drawn image processing (``physics["postprocess"]``),
+    as :func:`radiograph` does."""
     from scipy.ndimage import gaussian_filter
 
     from bonelab.drr import physics as ph
+    from bonelab.drr.processing import postprocess
 
     spec = spectrum or ph.spectrum(physics["kvp"], filtration_mm_al=physics["filtration_mm_al"], bin_keV=2.0)
     intensity = ph.polychromatic_intensity(np.asarray(material_paths, np.float32) / 10.0, spec)
     intensity = gaussian_filter(intensity, physics["blur_px"], mode="nearest")
     image = ph.to_radiograph(np.clip(intensity, 1e-6, None), window=_open(window), gamma=physics["gamma"])
-    return image.astype(np.float32)
+    if pixel_mm is not None:
+        image = postprocess(image, physics.get("postprocess"), pixel_mm=pixel_mm)
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def bone_contribution(material_paths, without_bone_paths, physics: dict, window, *, spectrum=None,
+                      pixel_mm) -> np.ndarray:
+    """What the bones add to the film as it is displayed: the clean film of ``material_paths``
+    (the whole body) minus the clean film of ``without_bone_paths`` (the same body with its bone
+    voxels emptied), both through the same spectrum, blur, display window, contrast curve and
+    image processing (:func:`clean_radiograph`); (H, W) float32, clipped to [0, 1] (0 where the
+    bones darken the displayed film: the halo that unsharp masking draws beside an edge).
+
+    For a linear display (gamma 1, the window starting at zero attenuation, no processing) this
+    is the bone-only film (the bone's line integral through the window), up to beam hardening;
+    for any other display it is that film as this display shows it, so that ``film - bones`` is
+    the film without its bones whatever its contrast curve and processing were.
+    """
+    with_bone = clean_radiograph(material_paths, physics, window, spectrum=spectrum, pixel_mm=pixel_mm)
+    without = clean_radiograph(without_bone_paths, physics, window, spectrum=spectrum, pixel_mm=pixel_mm)
+    return np.clip(with_bone - without, 0.0, 1.0)
 
 
 def _open(window) -> tuple:

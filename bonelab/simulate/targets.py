@@ -10,12 +10,16 @@ name             stored    sample key   what it is
 masks            uint8     ``label``    (L, H, W) stacked binary masks, one per structure; a
                  (L,H,W)                pixel is in a structure where the ray crosses at least
                                         ``min_mm`` of it.  Channels overlap (multi-label).
-bone-radiograph  float32   ``target``   (1, H, W) the same view through the same spectrum,
-                 (1,H,W)                blur, display window and contrast curve, of a CT whose
-                                        non-bone voxels are set to air; bone chosen by the
-                                        target structures' labels (``bone="labels"``) or by an
-                                        HU window (``bone=(low, high)``).  No noise or scatter:
-                                        the clean bone image a network should recover.
+bone-radiograph  float32   ``target``   (1, H, W) what the bones add to the film as it is
+                 (1,H,W)                displayed: the clean film (same spectrum, blur,
+                                        display window, contrast curve and image processing,
+                                        no noise or scatter) minus the clean film of the CT
+                                        with its bone voxels set to air
+                                        (:func:`bonelab.simulate.physics.bone_contribution`);
+                                        for a linear display, the film of the bone-only CT.
+                                        Bone chosen by the target structures' labels
+                                        (``bone="labels"``) or by an HU window
+                                        (``bone=(low, high)``).
 instances        uint8     ``target``   per-structure masks stored as (L, H, W); a sample holds
                  (L,H,W)                a torchvision detection target: ``boxes`` (N, 4) float
                                         (x1, y1, x2, y2, pixels), ``labels`` (N,) int64 class
@@ -57,6 +61,7 @@ class RenderedView:
     spectrum: object
     geometry: object
     state: object = None
+    material_paths: np.ndarray | None = None
 
 
 class Target:
@@ -145,13 +150,15 @@ class BoneRadiographTarget(Target):
     def prepare(self, subject, structure_values):
         from bonelab.drr import Renderer
 
-        return Renderer(bone_only_ct(subject.ct, subject.labels, self.bone, structure_values), kvp=60.0, device="cpu")
+        return Renderer(without_bone_ct(subject.ct, subject.labels, self.bone, structure_values), kvp=60.0,
+                        device="cpu")
 
     def compute(self, view, class_ids, on_top):
-        from bonelab.simulate.physics import clean_radiograph
+        from bonelab.simulate.physics import bone_contribution
 
-        ints = view.state.integrals(view.geometry)[0].numpy()
-        return clean_radiograph(ints, view.physics, view.window, spectrum=view.spectrum)[None]
+        without = view.state.integrals(view.geometry)[0].numpy()
+        return bone_contribution(view.material_paths, without, view.physics, view.window, spectrum=view.spectrum,
+                                 pixel_mm=view.geometry.pixel[0])[None]
 
 
 TARGETS = {t.name: t for t in (MaskTarget, BoneRadiographTarget, InstanceTarget, ClassMapTarget)}
@@ -188,22 +195,37 @@ def target_from_settings(settings: dict) -> Target:
 # --------------------------------------------------------------------------------------------
 # The computations behind the targets
 # --------------------------------------------------------------------------------------------
+def bone_voxels(ct, labels, bone, structure_values) -> np.ndarray:
+    """Where the bone is in a CT (a :class:`bonelab.Volume`, HU): a bool array on the CT's grid,
+    the voxels of ``structure_values`` in ``labels`` (``bone="labels"``) or the voxels whose HU lie
+    in the window ``bone=(low, high)``."""
+    if bone == "labels":
+        return np.isin(np.asarray(labels.array), list(structure_values))
+    hu = np.asarray(ct.array)
+    return (hu >= bone[0]) & (hu <= bone[1])
+
+
 def bone_only_ct(ct, labels, bone, structure_values):
-    """A copy of the CT (a :class:`bonelab.Volume`, HU) with every non-bone voxel set to air:
-    bone is the voxels of ``structure_values`` in ``labels`` (``bone="labels"``) or the voxels
-    whose HU lie in the window ``bone=(low, high)``.
+    """A copy of the CT (HU) with every non-bone voxel set to air (bone: :func:`bone_voxels`).
 
     >>> from bonelab import Volume
     >>> ct = Volume(np.array([[[0.0, 500.0, 1500.0]]], np.float32))
     >>> bone_only_ct(ct, None, (400, 800), []).array.tolist()
     [[[-1000.0, 500.0, -1000.0]]]
     """
-    hu = np.asarray(ct.array)
-    if bone == "labels":
-        keep = np.isin(np.asarray(labels.array), list(structure_values))
-    else:
-        keep = (hu >= bone[0]) & (hu <= bone[1])
-    return ct.with_array(np.where(keep, hu, AIR_HU).astype(np.float32))
+    return ct.with_array(np.where(bone_voxels(ct, labels, bone, structure_values), ct.array, AIR_HU).astype(np.float32))
+
+
+def without_bone_ct(ct, labels, bone, structure_values):
+    """A copy of the CT (HU) with its bone voxels (:func:`bone_voxels`) set to air: the body
+    the bone-radiograph target subtracts from the whole one.
+
+    >>> from bonelab import Volume
+    >>> ct = Volume(np.array([[[0.0, 500.0, 1500.0]]], np.float32))
+    >>> without_bone_ct(ct, None, (400, 800), []).array.tolist()
+    [[[0.0, -1000.0, 1500.0]]]
+    """
+    return ct.with_array(np.where(bone_voxels(ct, labels, bone, structure_values), AIR_HU, ct.array).astype(np.float32))
 
 
 def class_map(paths, class_ids, on_top=(), min_mm: float = 0.5) -> np.ndarray:

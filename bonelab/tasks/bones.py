@@ -4,10 +4,12 @@ simulate (protocol ``localizer``, target ``bone-radiograph``) -> :func:`train` -
 -> apply (:func:`bonelab.extract_bones` with the run folder):
 
 * :func:`train`: a 2D U-Net (:func:`bonelab.models.unet2d`, MONAI's ``UNet``) with one linear
-  output channel, regressing the bone-only radiograph of the input's view and physics, with an
+  output channel, regressing the bone image of the input's view and physics (what the bones add
+  to the film as it is displayed: :class:`bonelab.simulate.targets.BoneRadiographTarget`), with an
   image loss by name (:func:`bonelab.losses.image_loss`: ``"l1"``, ``"l1+ssim"``,
   ``"l1+ms-ssim"``) through :func:`bonelab.train.train`; the run folder holds the model spec.
-* :func:`predict`: the network's bone image, clamped to the display range [0, 1].
+* :func:`predict`: the network's bone image, clamped to the display range [0, 1] (optionally the
+  mean of the image's and its mirror image's, ``flip_average``).
 * :func:`evaluate`: RMSE, PSNR, SSIM and MS-SSIM of every sample of a split
   (:func:`bonelab.metrics.image_quality`), on the 0-1 scale and on the paper's 0-255 scale, with
   the view and subject of each (a pandas DataFrame); :func:`quality_table` averages per view.
@@ -41,14 +43,24 @@ per side with it (an 11-px window needs 176), so 128-px images can use MS-SSIM."
 METRICS = ("rmse", "psnr", "ssim", "ms_ssim")
 
 
-def augmentation(flip: bool = False):
-    """MONAI dict transforms for training samples: with ``flip``, a random left-right flip
-    (p = 0.5) of input and target together: the films of a mirror-image body, whose bone image
-    is the mirrored bone image (bones are close to left-right symmetric, so the flipped films
-    are plausible subjects; the heart's side is not what the network learns)."""
-    from monai.transforms import Compose, RandFlipd
+def augmentation(flip: bool = False, affine: bool = False, side_px: int = 128):
+    """MONAI dict transforms for training samples, applied to input and target together.
 
-    return Compose([RandFlipd(keys=("image", "target"), prob=0.5 if flip else 0.0, spatial_axis=1)])
+    * ``flip``: a random left-right flip (p = 0.5): the films of a mirror-image body, whose bone
+      image is the mirrored bone image (bones are close to left-right symmetric, so the flipped
+      films are plausible subjects; the heart's side is not what the network learns).
+    * ``affine``: in 80 % of the samples a random rotation (up to 8 degrees), scaling (up to
+      10 %) and shift (up to 6 % of the image side ``side_px``, pixels), bilinear, zeros outside:
+      other positionings of the same body.
+    """
+    from monai.transforms import Compose, RandAffined, RandFlipd
+
+    keys = ("image", "target")
+    steps = [RandFlipd(keys=keys, prob=0.5 if flip else 0.0, spatial_axis=1)]
+    if affine:
+        steps.append(RandAffined(keys=keys, prob=0.8, rotate_range=np.deg2rad(8.0), scale_range=0.1,
+                                 translate_range=0.06 * side_px, mode="bilinear", padding_mode="zeros"))
+    return Compose(steps)
 
 
 def model_spec(info: dict, channels=DEFAULT_CHANNELS, num_res_units: int = 1, loss: str = "l1+ms-ssim"):
@@ -64,13 +76,13 @@ def model_spec(info: dict, channels=DEFAULT_CHANNELS, num_res_units: int = 1, lo
 
 
 def train(data, out, *, loss: str = "l1+ms-ssim", epochs: int = 20, batch_size: int = 16, lr: float = 3e-3,
-          channels=DEFAULT_CHANNELS, num_res_units: int = 1, flip: bool = False, seed: int = 0, device=None,
-          progress: bool = True, resume: bool = True):
+          channels=DEFAULT_CHANNELS, num_res_units: int = 1, flip: bool = False, affine: bool = False,
+          seed: int = 0, device=None, progress: bool = True, resume: bool = True):
     """Train the bone-extraction U-Net on simulated data set ``data`` (target ``bone-radiograph``)
     into run folder ``out`` with image loss ``loss`` (:func:`bonelab.losses.image_loss`, window
     :data:`WIN_SIZE`).  Returns ``(model, TrainResult)``; ``best.pt`` holds the weights of the
-    lowest validation loss (what :func:`load_model` loads); ``flip``: random left-right flips
-    (:func:`augmentation`)."""
+    lowest validation loss (what :func:`load_model` loads); ``flip``: random left-right flips,
+    ``affine``: random rotations, scalings and shifts (:func:`augmentation`)."""
     from bonelab import simulate
     from bonelab.losses import image_loss
     from bonelab.steps import SupervisedTask
@@ -83,7 +95,7 @@ def train(data, out, *, loss: str = "l1+ms-ssim", epochs: int = 20, batch_size: 
     spec = model_spec(info, channels, num_res_units, loss)
     seed_everything(seed)
     model = spec.build()
-    train_ds = simulate.load_split(data, "train", transform=augmentation(flip))
+    train_ds = simulate.load_split(data, "train", transform=augmentation(flip, affine, min(info["H"], info["W"])))
     val_ds = simulate.load_split(data, "val")
     result = train_loop(model, train_ds, val_ds, task=SupervisedTask(criterion, target_key="target"), out_dir=out,
                         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, progress=progress,
@@ -91,11 +103,20 @@ def train(data, out, *, loss: str = "l1+ms-ssim", epochs: int = 20, batch_size: 
     return model, result
 
 
-def predict(model: torch.nn.Module, images, *, batch_size: int = 32, device=None) -> np.ndarray:
-    """The bone images (N, 1, H, W) float32 in [0, 1] that ``model`` predicts for images (N, 1, H, W)."""
+def predict(model: torch.nn.Module, images, *, batch_size: int = 32, flip_average: bool = False,
+            device=None) -> np.ndarray:
+    """The bone images (N, 1, H, W) float32 in [0, 1] that ``model`` predicts for images (N, 1, H, W).
+
+    ``flip_average``: also predict the left-right flipped image, flip that bone image back and
+    average the two (test-time augmentation; for networks trained with ``flip=True``, which
+    have seen both orientations)."""
     from bonelab.tasks import predict_batches
 
-    return predict_batches(model, images, lambda net, x: net(x).clamp(0, 1), batch_size=batch_size, device=device)
+    def forward(net, x):
+        bones = net(x).clamp(0, 1)
+        return 0.5 * (bones + net(x.flip(-1)).clamp(0, 1).flip(-1)) if flip_average else bones
+
+    return predict_batches(model, images, forward, batch_size=batch_size, device=device)
 
 
 def score(pred, data, split: str = "test"):
@@ -121,13 +142,14 @@ def score(pred, data, split: str = "test"):
     return frame
 
 
-def evaluate(model: torch.nn.Module, data, split: str = "test", *, batch_size: int = 32, device=None,
-             return_predictions: bool = False):
-    """:func:`score` of ``model``'s predictions on ``split``; with ``return_predictions`` also
-    the bone images (N, 1, H, W)."""
+def evaluate(model: torch.nn.Module, data, split: str = "test", *, batch_size: int = 32, flip_average: bool = False,
+             device=None, return_predictions: bool = False):
+    """:func:`score` of ``model``'s predictions on ``split`` (:func:`predict`, with
+    ``flip_average`` if asked); with ``return_predictions`` also the bone images (N, 1, H, W)."""
     from bonelab import simulate
 
-    pred = predict(model, simulate.load_split(data, split).images, batch_size=batch_size, device=device)
+    pred = predict(model, simulate.load_split(data, split).images, batch_size=batch_size, flip_average=flip_average,
+                   device=device)
     rows = score(pred, data, split)
     return (rows, pred) if return_predictions else rows
 
@@ -179,6 +201,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="torch device (default: cuda if available)")
     parser.add_argument("--flip", action="store_true", help="random left-right flips")
+    parser.add_argument("--affine", action="store_true", help="random rotations, scalings and shifts")
 
 
 def run(args) -> int:
@@ -186,12 +209,13 @@ def run(args) -> int:
     start = time.perf_counter()
     _, result = train(args.data, args.out, loss=args.loss, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, channels=tuple(args.channels), num_res_units=args.res_units, flip=args.flip,
-                      seed=args.seed, device=args.device)
+                      affine=args.affine, seed=args.seed, device=args.device)
     print(f"trained {result.epochs} epochs in {time.perf_counter() - start:.0f} s; best validation loss "
           f"{-result.best_metric:.4f} at epoch {result.best_epoch}; run folder {Path(args.out)}")
     from bonelab.simulate import dataset_info
 
     if "test" in dataset_info(args.data)["splits"]:
-        rows = evaluate(load_model(args.out, device=args.device), args.data, "test", device=args.device)
+        rows = evaluate(load_model(args.out, device=args.device), args.data, "test", flip_average=args.flip,
+                        device=args.device)
         print(quality_table(rows).round(3).to_string())
     return 0
