@@ -52,8 +52,9 @@ AIR_HU = -1000.0
 class RenderedView:
     """What the simulator knows about one rendered view when it asks a target for its array:
     ``paths`` (L, H, W) mm of each target structure crossed by each ray, the drawn ``physics``,
-    the display ``window`` of the image, the ``spectrum``, the ``geometry`` and the per-subject
-    ``state`` of the target (from :meth:`Target.prepare`)."""
+    the display ``window`` of the image, the ``spectrum``, the ``geometry``, the per-subject
+    ``state`` of the target (from :meth:`Target.prepare`) and the image's own per-material
+    density integrals ``material_paths`` (M, H, W) g/cm3 * mm (:meth:`bonelab.drr.Renderer.integrals`)."""
 
     paths: np.ndarray
     physics: dict
